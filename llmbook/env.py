@@ -1,0 +1,209 @@
+"""Where is this notebook running? Hardware, precision support, Colab, network, versions.
+
+Every chapter calls :func:`detect` once in its setup cell and sizes its experiments to
+what it finds. Nothing here assumes a GPU, a network or a particular library version.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import socket
+import sys
+from dataclasses import asdict, dataclass, field
+
+import psutil
+
+#: Libraries whose versions a chapter reports, in this order.
+REPORTED_PACKAGES = ("torch", "transformers", "accelerate", "bitsandbytes", "peft", "numpy")
+
+GIB = 1024**3
+
+
+class MissingRequirement(RuntimeError):
+    """A chapter needs something this environment lacks; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A snapshot of the machine a chapter runs on.
+
+    ``cpu_memory_gib`` and ``gpu_memory_gib`` are in GiB (2**30 bytes).
+    """
+
+    device: str  # "cuda" or "cpu"
+    device_name: str
+    cpu_name: str
+    cpu_cores: int
+    cpu_memory_gib: float
+    gpu_memory_gib: float | None
+    cuda_capability: tuple[int, int] | None
+    native_bf16: bool
+    native_fp16: bool
+    in_colab: bool
+    online: bool
+    versions: dict[str, str | None] = field(default_factory=dict)
+    python: str = ""
+    date: str = ""
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.device == "cuda"
+
+    def summary(self) -> str:
+        """One line saying what ran where, for the top of every chapter."""
+        place = "Colab" if self.in_colab else "local"
+        if self.is_gpu:
+            hw = f"GPU {self.device_name} ({self.gpu_memory_gib:.0f} GiB)"
+        else:
+            hw = f"CPU only, {self.cpu_cores} cores"
+        net = "online" if self.online else "offline"
+        libs = ", ".join(f"{k} {v}" for k, v in self.versions.items() if v)
+        return f"{hw} | {place}, {net} | {libs}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution, or None when it is not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versions(names: tuple[str, ...] = REPORTED_PACKAGES) -> dict[str, str | None]:
+    """Installed versions of ``names`` (None for a missing one)."""
+    return {n: package_version(n) for n in names}
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime (the book's install cells use the same test)."""
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def is_online(host: str = "huggingface.co", port: int = 443, timeout_s: float = 1.5) -> bool:
+    """Whether the model hub answers a TCP connection within ``timeout_s`` seconds.
+
+    ``HF_HUB_OFFLINE=1`` forces False without touching the network.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def detect(check_network: bool = True) -> Environment:
+    """Inspect the machine: device, memory, native half-precision support, Colab, network.
+
+    ``native_bf16``/``native_fp16`` mean hardware support, not emulation: a T4 reports
+    ``native_bf16=False`` even though torch can emulate bf16 on it. On CPU, fp16 is
+    treated as native only when the processor has AVX512-FP16 or AMX-FP16.
+    """
+    import torch
+
+    cores = os.cpu_count() or 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+    cpu_gib = psutil.virtual_memory().total / GIB
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        cap = torch.cuda.get_device_capability(0)
+        return Environment(
+            device="cuda",
+            device_name=props.name,
+            cpu_name=cpu_name(),
+            cpu_cores=cores,
+            cpu_memory_gib=cpu_gib,
+            gpu_memory_gib=props.total_memory / GIB,
+            cuda_capability=cap,
+            native_bf16=torch.cuda.is_bf16_supported(including_emulation=False),
+            native_fp16=cap >= (5, 3),
+            in_colab=in_colab(),
+            online=is_online() if check_network else False,
+            versions=versions(),
+            python=platform.python_version(),
+            date=_dt.date.today().isoformat(),
+        )
+    flags = _cpu_flags()
+    return Environment(
+        device="cpu",
+        device_name=cpu_name(),
+        cpu_name=cpu_name(),
+        cpu_cores=cores,
+        cpu_memory_gib=cpu_gib,
+        gpu_memory_gib=None,
+        cuda_capability=None,
+        native_bf16=bool(flags & {"avx512_bf16", "amx_bf16"}),
+        native_fp16=bool(flags & {"avx512_fp16", "amx_fp16"}),
+        in_colab=in_colab(),
+        online=is_online() if check_network else False,
+        versions=versions(),
+        python=platform.python_version(),
+        date=_dt.date.today().isoformat(),
+    )
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def require(module: str, why: str, install: str | None = None) -> None:
+    """Stop a chapter politely when ``module`` cannot be imported.
+
+    Raises :class:`MissingRequirement` with one sentence saying what to install.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        hint = install or f"pip install {module}"
+        raise MissingRequirement(f"This section needs {module} ({why}): run `{hint}` and re-run the notebook.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``llmbook-env``: print one line describing this machine (``--json`` for all fields)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="llmbook-env", description=main.__doc__)
+    parser.add_argument("--json", action="store_true", help="print every field as JSON")
+    parser.add_argument("--offline", action="store_true", help="skip the network check")
+    args = parser.parse_args(argv)
+    try:
+        env = detect(check_network=not args.offline)
+    except ImportError as exc:
+        print(f"llmbook-env: {exc.name or 'torch'} is not installed; install the book's requirements first.")
+        return 1
+    print(json.dumps(env.as_dict(), indent=2) if args.json else env.summary())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Measuring time and memory the same way on CPU and CUDA.
+
+Time: :func:`time_call` runs a function after warm-up several times and reports the
+median and spread, synchronising CUDA so that asynchronous kernels are counted.
+
+Memory: :class:`PeakMemory` records the peak during a block. On CUDA it reads the
+caching allocator's statistics (bytes held by tensors); on CPU it samples the
+process's resident set size (RSS), which also counts the allocator's slack and the
+Python heap, so CPU figures are upper bounds with a few MiB of noise.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import psutil
+
+MIB = 1024**2
+GIB = 1024**3
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock times of repeated calls, in seconds."""
+
+    times_s: tuple[float, ...]
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.times_s)
+
+    @property
+    def min_s(self) -> float:
+        return min(self.times_s)
+
+    @property
+    def spread_s(self) -> float:
+        """Max minus min, a plain and honest measure of run-to-run noise."""
+        return max(self.times_s) - min(self.times_s)
+
+    def __str__(self) -> str:
+        return f"{self.median_s * 1e3:.2f} ms median of {len(self.times_s)} (spread {self.spread_s * 1e3:.2f} ms)"
+
+
+def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: str = "cpu") -> Timing:
+    """Call ``fn`` ``warmup`` times, then time ``repeats`` calls (seconds each)."""
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return Timing(tuple(times))
+
+
+class PeakMemory:
+    """Context manager: peak memory above the starting point during a block, in bytes.
+
+    >>> with PeakMemory("cpu") as mem:
+    ...     buf = bytearray(64 * 1024**2)
+    >>> mem.peak_bytes >= 60 * 1024**2
+    True
+
+    ``peak_bytes`` is the increase over the level when the block began; ``start_bytes``
+    is that level. On CUDA both count tensor bytes held by the caching allocator; on
+    CPU both are the process's resident set size, sampled every ``interval_s`` seconds
+    and once more at exit (so a short spike between samples can be missed).
+    """
+
+    def __init__(self, device: str = "cpu", interval_s: float = 0.002):
+        self.device = device
+        self.interval_s = interval_s
+        self.start_bytes = 0
+        self.peak_bytes = 0
+        self._max = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._proc = psutil.Process()
+
+    def _rss(self) -> int:
+        return self._proc.memory_info().rss
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._max = max(self._max, self._rss())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start_bytes = torch.cuda.memory_allocated()
+        else:
+            self.start_bytes = self._max = self._rss()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+            self.peak_bytes = torch.cuda.max_memory_allocated() - self.start_bytes
+        else:
+            self._max = max(self._max, self._rss())
+            self._stop.set()
+            assert self._thread is not None
+            self._thread.join()
+            self.peak_bytes = self._max - self.start_bytes
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_bytes / MIB
+
+
+def tensor_bytes(*tensors) -> int:
+    """Bytes held by the storages of ``tensors``, each storage counted once."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())

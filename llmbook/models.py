@@ -1,0 +1,78 @@
+"""Architecture-faithful models built from configs, with no download.
+
+Memory and speed depend on a model's shapes and dtypes, not on its weight values, so a
+model built from the same config class as a real checkpoint (random weights) measures
+the same. :data:`FAMILIES` lists the shapes the book uses; :func:`build` makes a model
+with real storage, or on the meta device (no memory at all) for full-size estimates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Small shapes for each family, sized to run in seconds on two CPU cores. Keys are
+#: the family names accepted by :func:`tiny_config`; values are that config class's
+#: own keyword arguments, so the code reads the same as for the real model.
+FAMILIES: dict[str, dict[str, Any]] = {
+    "llama": dict(
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        vocab_size=4096,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+    ),
+    "opt": dict(
+        hidden_size=256,
+        ffn_dim=1024,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        vocab_size=4096,
+        word_embed_proj_dim=256,
+        max_position_embeddings=2048,
+    ),
+    "gpt2": dict(n_embd=256, n_layer=4, n_head=8, vocab_size=4096, n_positions=2048),
+}
+
+_CONFIG_CLASSES = {"llama": "LlamaConfig", "opt": "OPTConfig", "gpt2": "GPT2Config"}
+
+
+def tiny_config(family: str, **overrides: Any):
+    """A transformers config of ``family`` ("llama", "opt", "gpt2") with small shapes.
+
+    ``overrides`` replace any of the family's keyword arguments, e.g.
+    ``tiny_config("llama", num_hidden_layers=2)``.
+    """
+    import transformers
+
+    try:
+        kwargs = dict(FAMILIES[family])
+    except KeyError:
+        raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}") from None
+    kwargs.update(overrides)
+    return getattr(transformers, _CONFIG_CLASSES[family])(**kwargs)
+
+
+def build(config, dtype=None, device: str = "cpu", empty: bool = False, seed: int = 0):
+    """A causal LM from ``config``: random weights in ``dtype`` on ``device``, in eval mode.
+
+    With ``empty=True`` the model is created on the meta device (shapes and dtypes,
+    no storage), which is how a 70B model can be measured on a laptop. Tied
+    embeddings are re-tied after leaving accelerate's ``init_empty_weights`` context,
+    where tying can silently fail.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if empty:
+        from accelerate import init_empty_weights
+
+        with init_empty_weights():
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model.tie_weights()
+        return model
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.to(device).eval()
