@@ -25,7 +25,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP_NB_METADATA = ("kernelspec", "language_info", "accelerator", "colab")
-KEEP_CELL_METADATA = ("tags",)
+KEEP_CELL_METADATA = ("tags", "mystnb")  # mystnb: image alt text and other rendering options
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 REPO_LINE = re.compile(r'^(\s*REPO_URL = )"[^"]*"', re.M)
 STABLE_ID = re.compile(r"^cell-\d{3}$")

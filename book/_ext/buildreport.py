@@ -86,11 +86,12 @@ class BuildBenchmarks(SphinxDirective):
         rows = [[r["what"], f"{r['seconds']:.0f} s", f"{r['peak_rss_gib']:.2f} GiB", r["budget"]] for r in data["runs"]]
         intro = nodes.paragraph(
             text=(
-                f"Measured on {data['date']} on {data['machine']} with `{data['command']}`; "
+                f"Measured on {data['date']} on {data['machine']} with {data['command']}; "
                 f"versions: {data['versions']}."
             )
         )
-        return [intro, _table(["build", "wall time", "peak memory (whole process tree)", "budget"], rows)]
+        chapters = _table(["chapter", "execution time"], [[c["chapter"], f"{c['seconds']:.1f} s"] for c in data["chapters"]])
+        return [intro, _table(["build", "wall time", "peak memory (whole process tree)", "budget"], rows), chapters]
 
 
 class FillChapterEnvironments(SphinxPostTransform):

@@ -1,0 +1,186 @@
+"""Notebook hygiene: clean, listed in the table of contents, runnable in Colab."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+import types
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+from conftest import ROOT, chapter_notebooks, load_notebook, toc_files
+
+NOTEBOOKS = chapter_notebooks()
+ALLOWED_NB_METADATA = {"kernelspec", "language_info", "accelerator", "colab"}
+ALLOWED_CELL_METADATA = {"tags", "mystnb"}
+# A typed measurement in prose: a number with a unit, not inside a glue role or code.
+TYPED_FIGURE = re.compile(r"(?<![\w.{`])\d+(?:\.\d+)?\s?(?:GB|GiB|MB|MiB|KB|KiB|ms|tokens/s|it/s|%|x faster|× faster)(?!\w)")
+
+
+def pinned_requirements() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", f"requirements.txt must pin exactly: {line}"
+            pins[req.name.lower().replace("_", "-")] = spec.version
+    return pins
+
+
+def install_cell(nb: dict) -> dict:
+    return next(c for c in nb["cells"] if c["cell_type"] == "code")
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def test_there_are_chapters():
+    assert NOTEBOOKS, "no chapter notebooks found in book/"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_clean(path):
+    nb = load_notebook(path)
+    assert set(nb["metadata"]) <= ALLOWED_NB_METADATA, f"unstable notebook metadata: {set(nb['metadata']) - ALLOWED_NB_METADATA}"
+    ids = [c.get("id") for c in nb["cells"]]
+    assert len(set(ids)) == len(ids) and all(ids), "cell ids must be present and unique"
+    for i, cell in enumerate(nb["cells"]):
+        assert set(cell.get("metadata", {})) <= ALLOWED_CELL_METADATA, f"cell {i}: unstable metadata"
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [], f"cell {i} carries outputs"
+            assert cell["execution_count"] is None, f"cell {i} carries an execution count"
+
+
+def test_sync_script_finds_nothing_to_change():
+    result = subprocess.run([sys.executable, "scripts/sync_notebooks.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_chapter_is_in_the_toc_and_every_toc_entry_exists():
+    listed = toc_files()
+    for path in NOTEBOOKS:
+        assert f"book/{path.stem}" in listed, f"{path.name} is not in _toc.yml"
+    for entry in listed:
+        matches = list(ROOT.glob(entry + ".*"))
+        assert matches, f"_toc.yml names {entry}, which does not exist"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_name_and_title(path):
+    assert re.fullmatch(r"\d{2}_[a-z0-9]+(_[a-z0-9]+)*", path.stem), "chapters are NN_snake_slug.ipynb"
+    first = load_notebook(path)["cells"][0]
+    assert first["cell_type"] == "markdown" and source(first).startswith("# "), "a chapter opens with its title"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_typed_measurements_in_prose(path):
+    for i, cell in enumerate(load_notebook(path)["cells"]):
+        if cell["cell_type"] != "markdown":
+            continue
+        text = re.sub(r"`[^`]*`", "", source(cell))  # roles and inline code are not prose
+        found = TYPED_FIGURE.findall(text)
+        assert not found, f"cell {i}: typed figure(s) {found}: glue them from the run"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_ends_with_its_environment(path):
+    last = [c for c in load_notebook(path)["cells"] if c["cell_type"] == "code"][-1]
+    assert 'glue("env_summary"' in source(last), "the last cell glues env_summary for the build report"
+
+
+# --- Colab --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_install_cell_is_colab_only_hidden_and_never_installs_torch(path):
+    cell = install_cell(load_notebook(path))
+    code = source(cell)
+    assert "remove-cell" in cell["metadata"].get("tags", []), "the install cell is hidden in the site"
+    assert 'if "google.colab" in sys.modules:' in code
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+    assert f'REPO_URL = "{repo}"' in code, "run scripts/sync_notebooks.py: the URL must match _config.yml"
+    specs = colab_install_specs(code)
+    assert specs, "the install cell installs nothing"
+    assert not any(Requirement(s).name == "torch" for s in specs if "@" not in s), "never install torch in Colab"
+
+
+def colab_install_specs(code: str, monkeypatch=None) -> list[str]:
+    """Run the install cell as if in Colab, recording the pip command instead of running it."""
+    calls = []
+    fake_subprocess = types.SimpleNamespace(run=lambda args, **kw: calls.append(args))
+    fake_colab = types.ModuleType("google.colab")
+    saved = {k: sys.modules.get(k) for k in ("google.colab", "subprocess")}
+    sys.modules["google.colab"] = fake_colab
+    sys.modules["subprocess"] = fake_subprocess
+    try:
+        exec(compile(code, "<install cell>", "exec"), {})
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    assert len(calls) == 1, "the install cell should make exactly one pip call in Colab"
+    args = calls[0]
+    assert args[1:4] == ["-m", "pip", "install"]
+    return [a for a in args[4:] if not a.startswith("-")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_install_cell_bounds_admit_the_pinned_versions(path):
+    pins = pinned_requirements()
+    for spec in colab_install_specs(source(install_cell(load_notebook(path)))):
+        req = Requirement(spec)
+        if req.url:  # the book's own package, from the repository
+            assert req.name == "llmbook"
+            continue
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is installed in Colab but not pinned in requirements.txt"
+        assert req.specifier.contains(pins[name]), f"{spec} excludes the pinned {name}=={pins[name]}"
+        assert req.specifier, f"{spec}: give version bounds"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_install_cell_does_nothing_outside_colab(path):
+    code = source(install_cell(load_notebook(path)))
+    result = subprocess.run([sys.executable, "-c", "import subprocess\n"
+                             "subprocess.run = lambda *a, **k: (_ for _ in ()).throw(SystemExit('pip was called'))\n"
+                             + code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_package_dependencies_admit_the_pinned_versions():
+    import tomllib
+
+    pins = pinned_requirements()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"]:
+        req = Requirement(spec)
+        assert req.specifier.contains(pins[req.name.lower()]), spec
+    assert not any(Requirement(s).name == "torch" for s in project["dependencies"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_gpu_request_is_well_formed(path):
+    meta = load_notebook(path)["metadata"]
+    if "accelerator" in meta:
+        assert meta["accelerator"] == "GPU" and meta.get("colab", {}).get("gpuType")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_cells_parse(path):
+    for i, cell in enumerate(load_notebook(path)["cells"]):
+        if cell["cell_type"] == "code" and not source(cell).lstrip().startswith(("%", "!")):
+            ast.parse(source(cell), filename=f"{path.name} cell {i}")
+
+
+def test_typed_figure_detector_catches_pasted_numbers():
+    assert TYPED_FIGURE.findall("chatglm-6b needs 12.6 GB, about 40% more") == ["12.6 GB", "40%"]
+    assert not TYPED_FIGURE.findall("it needs {glue:text}`size_gb` GB and fp16 has 10 mantissa bits")

@@ -1,0 +1,185 @@
+"""Unit tests of the llmbook package, checked against theory on tiny inputs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from llmbook import env as envmod
+from llmbook.measure import PeakMemory, Timing, tensor_bytes, time_call
+from llmbook.models import FAMILIES, build, tiny_config
+from llmbook.plotting import BOOK_RC, FIELD_COLORS, use_book_style
+
+MIB = 1024**2
+
+
+# --- env ----------------------------------------------------------------------------
+
+def test_detect_describes_this_machine():
+    e = envmod.detect(check_network=False)
+    assert e.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert e.cpu_cores >= 1 and e.cpu_memory_gib > 0.5
+    assert e.versions["torch"] == torch.__version__
+    assert e.online is False  # network check skipped
+    line = e.summary()
+    assert "\n" not in line and f"torch {torch.__version__}" in line
+    if not e.is_gpu:
+        assert e.gpu_memory_gib is None and e.cuda_capability is None
+        assert f"{e.cpu_cores} cores" in line
+
+
+def test_offline_variable_short_circuits_network(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("the network must not be touched")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(envmod.socket, "create_connection", boom)
+    assert envmod.is_online() is False
+
+
+def test_is_online_false_when_nothing_answers(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert envmod.is_online(host="127.0.0.1", port=9, timeout_s=0.5) is False
+
+
+def test_colab_detection(monkeypatch):
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    monkeypatch.delitem(envmod.sys.modules, "google.colab", raising=False)
+    assert envmod.in_colab() is False
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-test")
+    assert envmod.in_colab() is True
+
+
+def test_package_version_of_missing_distribution_is_none():
+    assert envmod.package_version("surely-not-installed-llmbook-xyz") is None
+    assert envmod.package_version("torch") == torch.__version__
+
+
+def test_require_stops_with_one_clear_sentence():
+    envmod.require("math", "always there")  # present: no error
+    with pytest.raises(envmod.MissingRequirement) as info:
+        envmod.require("surely_not_a_module_xyz", "to test", install="pip install xyz")
+    message = str(info.value)
+    assert "pip install xyz" in message and "\n" not in message
+
+
+def test_cli_prints_one_line(capsys):
+    assert envmod.main(["--offline"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "torch" in out
+
+
+def test_cli_rejects_bad_arguments():
+    with pytest.raises(SystemExit) as info:
+        envmod.main(["--no-such-flag"])
+    assert info.value.code != 0
+
+
+# --- measure ------------------------------------------------------------------------
+
+def test_time_call_measures_sleep():
+    calls = []
+    timing = time_call(lambda: (calls.append(1), time.sleep(0.02)), repeats=3, warmup=2)
+    assert len(calls) == 5  # warm-up calls run but are not timed
+    assert len(timing.times_s) == 3
+    assert 0.02 <= timing.min_s <= timing.median_s < 0.2
+    assert "ms median of 3" in str(timing)
+
+
+def test_timing_statistics():
+    t = Timing((0.3, 0.1, 0.2))
+    assert t.median_s == 0.2 and t.min_s == 0.1 and t.spread_s == pytest.approx(0.2)
+
+
+def test_time_call_rejects_zero_repeats():
+    with pytest.raises(ValueError):
+        time_call(lambda: None, repeats=0)
+
+
+def test_peak_memory_sees_a_256_mib_tensor():
+    expected = 64 * MIB * 4  # 64 Mi float32 elements
+    with PeakMemory("cpu") as mem:
+        x = torch.ones(64 * MIB, dtype=torch.float32)
+        x += 1  # touch every page
+        del x
+    assert expected * 0.95 <= mem.peak_bytes <= expected * 1.5
+    assert mem.peak_mib == mem.peak_bytes / MIB
+
+
+@pytest.mark.parametrize("dtype, nbytes", [(torch.float32, 4), (torch.float16, 2), (torch.bfloat16, 2), (torch.int8, 1)])
+def test_tensor_bytes_is_elements_times_width(dtype, nbytes):
+    t = torch.zeros(1000, 3, dtype=dtype)
+    assert tensor_bytes(t) == 3000 * nbytes
+
+
+def test_tensor_bytes_counts_a_shared_storage_once():
+    t = torch.zeros(100, 10)
+    assert tensor_bytes(t, t[:10], t.T, t.view(-1)) == 100 * 10 * 4
+    assert tensor_bytes(t, torch.zeros(5)) == 4000 + 20
+
+
+# --- models -------------------------------------------------------------------------
+
+def llama_parameters(h: int, inter: int, layers: int, heads: int, kv_heads: int, vocab: int, tied: bool) -> int:
+    """Parameter count of a Llama model from its shapes (no biases)."""
+    head_dim = h // heads
+    attention = 2 * h * h + 2 * h * kv_heads * head_dim  # q, o; k, v (grouped)
+    mlp = 3 * h * inter  # gate, up, down
+    norms = 2 * h
+    return vocab * h + layers * (attention + mlp + norms) + h + (0 if tied else vocab * h)
+
+
+def test_llama_parameter_count_matches_formula():
+    f = FAMILIES["llama"]
+    model = build(tiny_config("llama"))
+    expected = llama_parameters(f["hidden_size"], f["intermediate_size"], f["num_hidden_layers"],
+                                f["num_attention_heads"], f["num_key_value_heads"], f["vocab_size"], tied=False)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    assert not model.training  # eval mode, as from_pretrained returns it
+
+
+@pytest.mark.parametrize("dtype, nbytes", [(torch.float32, 4), (torch.bfloat16, 2), (torch.float16, 2)])
+def test_build_dtype_sets_bytes_per_parameter(dtype, nbytes):
+    model = build(tiny_config("opt", num_hidden_layers=1), dtype=dtype)
+    params = list(model.parameters())
+    assert {p.dtype for p in params} == {dtype}
+    n_params = sum(p.numel() for p in params)
+    assert tensor_bytes(*params) == n_params * nbytes
+
+
+def test_build_is_seeded():
+    a = build(tiny_config("llama", num_hidden_layers=1), seed=3)
+    b = build(tiny_config("llama", num_hidden_layers=1), seed=3)
+    for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert na == nb and torch.equal(pa, pb)
+
+
+def test_tied_family_shares_storage_and_meta_build_keeps_the_tie():
+    config = tiny_config("gpt2")
+    real = build(config)
+    assert real.lm_head.weight.data_ptr() == real.transformer.wte.weight.data_ptr()
+    empty = build(config, empty=True)
+    assert all(p.device.type == "meta" for p in empty.parameters())
+    assert empty.lm_head.weight is empty.transformer.wte.weight
+    assert sum(p.numel() for p in empty.parameters()) == sum(p.numel() for p in real.parameters())
+
+
+def test_overrides_and_unknown_family():
+    assert tiny_config("llama", num_hidden_layers=2).num_hidden_layers == 2
+    with pytest.raises(ValueError, match="unknown family"):
+        tiny_config("mamba-9000")
+
+
+# --- plotting -----------------------------------------------------------------------
+
+def test_book_style_is_applied():
+    import matplotlib as mpl
+
+    use_book_style()
+    for key, value in BOOK_RC.items():
+        current = mpl.rcParams[key]
+        assert (list(current) if isinstance(current, (list, tuple)) else current) == (
+            list(value) if isinstance(value, tuple) else value)
+    assert set(FIELD_COLORS) == {"sign", "exponent", "mantissa"}

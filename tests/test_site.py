@@ -1,0 +1,188 @@
+"""The built site: a from-scratch build with warnings as errors, and what a reader sees."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, chapter_notebooks, load_notebook, run_jb, toc_files
+
+pytestmark = pytest.mark.build
+NOTEBOOKS = chapter_notebooks()
+GLUE_ROLE = re.compile(r"\{glue(?::text)?\}`([^`]+)`")
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.imgs: list[dict] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "a" and a.get("href"):
+            self.hrefs.append(a["href"])
+        if tag == "img":
+            self.imgs.append(a)
+
+
+def page(build, stem: str) -> str:
+    return (build.html / "book" / f"{stem}.html").read_text(encoding="utf-8")
+
+
+def parsed(html: str) -> Links:
+    p = Links()
+    p.feed(html)
+    return p
+
+
+def test_book_builds_from_scratch_without_warnings(built_book):
+    assert built_book.returncode == 0, built_book.log[-5000:]
+    warnings = [line for line in built_book.log.splitlines() if "WARNING: " in line or "ERROR: " in line]
+    assert not warnings, warnings[:10]
+    for path in NOTEBOOKS:
+        assert f"{path.name}: Executing notebook" in built_book.log, f"{path.name} was not executed from scratch"
+
+
+def test_every_toc_page_is_built(built_book):
+    for entry in toc_files():
+        assert (built_book.html / f"{entry}.html").is_file(), entry
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_and_download_links_point_at_the_committed_notebook(built_book, path):
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repo = config["repository"]["url"].rstrip("/").removeprefix("https://github.com/")
+    hrefs = parsed(page(built_book, path.stem)).hrefs
+    colab = [h for h in hrefs if h.startswith("https://colab.research.google.com/")]
+    assert colab, "no Open in Colab link"
+    for link in colab:
+        m = re.fullmatch(rf"https://colab\.research\.google\.com/github/{re.escape(repo)}/blob/([^/]+)/(.+)", link)
+        assert m, link
+        assert m.group(1) == config["repository"]["branch"]
+        target = ROOT / m.group(2)
+        assert target.suffix == ".ipynb" and target.is_file(), f"Colab link to a missing file: {m.group(2)}"
+    binder = [h for h in hrefs if h.startswith("https://mybinder.org/")]
+    assert binder and all(h.endswith(f"book/{path.name}") for h in binder)
+    downloads = [h for h in hrefs if h.endswith(f"{path.stem}.ipynb") and not h.startswith("http")]
+    assert downloads, "no download link to the .ipynb"
+    for link in downloads:
+        assert (built_book.html / "book" / link).resolve().is_file(), link
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_error_or_stderr_output_in_the_page(built_book, path):
+    html = page(built_book, path.stem)
+    assert "Traceback (most recent call last)" not in html
+    assert 'class="output traceback' not in html and "output error" not in html
+    assert "output stderr" not in html, "a warning leaked into the page: silence or fix it"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_glued_values_appear_in_the_text(built_book, path):
+    html = page(built_book, path.stem)
+    assert "{glue" not in html, "an unresolved glue role reached the page"
+    glue_file = built_book.output / "_build" / "jupyter_execute" / "book" / f"{path.stem}.glue.json"
+    glued = json.loads(glue_file.read_text())
+    keys = set()
+    for cell in load_notebook(path)["cells"]:
+        if cell["cell_type"] == "markdown":
+            keys |= {k.split(":")[0] for k in GLUE_ROLE.findall("".join(cell["source"]))}
+    assert keys, "a chapter's prose should cite its own numbers"
+    spans = re.findall(r'<span class="pasted-text">([^<]*)</span>', html)
+    for key in keys:
+        assert key in glued, f"prose cites {key!r}, which no cell glued"
+        value = glued[key]["data"]["text/plain"].strip("'\"")
+        value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        assert value in spans, f"{key}={value!r} is not in the rendered text"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_figures_exist_and_have_alt_text(built_book, path):
+    imgs = [i for i in parsed(page(built_book, path.stem)).imgs if "_images/" in i.get("src", "")]
+    for img in imgs:
+        assert (built_book.html / "book" / img["src"]).resolve().is_file(), img["src"]
+        alt = img.get("alt", "")
+        assert len(alt) > 20 and "_images/" not in alt, f"figure without alt text: {img['src']}"
+
+
+def test_build_report_names_each_chapters_environment(built_book):
+    html = (built_book.html / "book" / "build_report.html").read_text()
+    assert "not recorded" not in html
+    for path in NOTEBOOKS:
+        glued = json.loads((built_book.output / "_build" / "jupyter_execute" / "book" / f"{path.stem}.glue.json").read_text())
+        summary = glued["env_summary"]["data"]["text/plain"].strip("'\"")
+        assert summary.replace("&", "&amp;") in html
+    assert "Run Time (s)" in html  # myst-nb's execution statistics table
+
+
+def test_rebuild_with_nothing_changed_executes_nothing(built_book):
+    if built_book.returncode != 0:
+        pytest.skip("the first build failed")
+    again = run_jb(ROOT, built_book.output)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "Executing notebook" not in again.stdout + again.stderr
+
+
+# --- behaviour of the configuration, on a two-chapter scratch book ---------------------
+
+SCRATCH_TOC = """format: jb-book
+root: book/intro
+chapters:
+  - file: book/01_alpha
+  - file: book/02_beta
+"""
+
+
+def notebook(code: str) -> str:
+    return json.dumps({
+        "cells": [
+            {"cell_type": "markdown", "id": "c0", "metadata": {}, "source": ["# A chapter\n"]},
+            {"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": None, "outputs": [], "source": [code]},
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    })
+
+
+@pytest.fixture
+def scratch_book(tmp_path):
+    src = tmp_path / "src"
+    (src / "book").mkdir(parents=True)
+    shutil.copy(ROOT / "_config.yml", src / "_config.yml")
+    shutil.copytree(ROOT / "book" / "_ext", src / "book" / "_ext")
+    shutil.copy(ROOT / "book" / "references.bib", src / "book" / "references.bib")
+    (src / "book" / "_static").mkdir()
+    (src / "_toc.yml").write_text(SCRATCH_TOC)
+    (src / "book" / "intro.md").write_text("# Scratch\n")
+    (src / "book" / "01_alpha.ipynb").write_text(notebook("print('alpha', 1 + 1)"))
+    (src / "book" / "02_beta.ipynb").write_text(notebook("print('beta')"))
+    return src, tmp_path / "out"
+
+
+def test_a_changed_chapter_reexecutes_alone(scratch_book):
+    src, out = scratch_book
+    first = run_jb(src, out)
+    assert first.returncode == 0, first.stdout[-3000:]
+    log = first.stdout + first.stderr
+    assert "01_alpha.ipynb: Executing" in log and "02_beta.ipynb: Executing" in log
+    (src / "book" / "02_beta.ipynb").write_text(notebook("print('beta, changed')"))
+    second = run_jb(src, out)
+    log = second.stdout + second.stderr
+    assert second.returncode == 0
+    assert "02_beta.ipynb: Executing" in log and "01_alpha.ipynb: Executing" not in log
+
+
+def test_a_failing_cell_fails_the_build_with_its_traceback(scratch_book):
+    src, out = scratch_book
+    (src / "book" / "02_beta.ipynb").write_text(notebook("def f():\n    raise ValueError('boom from beta')\nf()"))
+    result = run_jb(src, out)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0, "a failing notebook must fail the build"
+    assert "ValueError" in log and "boom from beta" in log, "the traceback must be in the log"

@@ -1,0 +1,109 @@
+"""CI and deployment: workflows valid and least-privilege, .ci/run runs the README's tests."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+BIN = Path(sys.executable).parent
+
+
+def load(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text())
+    data["on"] = data.pop(True, data.get("on"))  # YAML 1.1 reads the key `on` as True
+    return data
+
+
+def tool(name: str) -> str:
+    found = BIN / name if (BIN / name).exists() else shutil.which(name)
+    assert found, f"{name} is not installed: pip install -r requirements-dev.txt"
+    return str(found)
+
+
+def test_two_workflows_exist():
+    names = {p.name for p in WORKFLOWS}
+    assert {"book-gpu.yml", "pr-cpu.yml"} <= names
+
+
+def test_workflows_match_the_github_schema():
+    result = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_zizmor_finds_no_security_problem():
+    result = subprocess.run([tool("zizmor"), "--offline", str(ROOT / ".github" / "workflows")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_least_privilege(path):
+    wf = load(path)
+    assert wf.get("permissions") == {}, "grant nothing at the top; grant per job"
+    for name, job in wf["jobs"].items():
+        perms = job.get("permissions")
+        assert isinstance(perms, dict), f"job {name} must state its permissions"
+        writes = {k for k, v in perms.items() if v == "write"}
+        if name == "deploy":
+            assert writes == {"pages", "id-token"}, writes
+        else:
+            assert writes == set(), f"job {name} should only read: {writes}"
+        for step in job.get("steps", []):
+            if step.get("uses", "").startswith("actions/checkout"):
+                assert step.get("with", {}).get("persist-credentials") is False
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_actions_are_pinned_to_commits(path):
+    for job in load(path)["jobs"].values():
+        for step in job.get("steps", []):
+            if "uses" in step:
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+
+
+def test_gpu_workflow_builds_caches_and_deploys():
+    wf = load(ROOT / ".github" / "workflows" / "book-gpu.yml")
+    assert "push" in wf["on"] and wf["on"]["push"]["branches"] == ["main"]
+    build = wf["jobs"]["build"]
+    assert "vars.GPU_RUNNER_LABEL" in build["runs-on"], "the GPU runner label is a repository variable"
+    steps = build["steps"]
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache"))
+    key = cache["with"]["key"]
+    assert cache["with"]["path"] == "_build/.jupyter_cache"
+    assert "hashFiles('requirements.txt'" in key and "steps.gpu.outputs.name" in key
+    assert cache["with"]["restore-keys"].strip() in key, "restore from the same requirements and GPU"
+    assert any("scripts/build.sh" in s.get("run", "") for s in steps)
+    assert any(s.get("uses", "").startswith("actions/upload-pages-artifact") for s in steps)
+    deploy = wf["jobs"]["deploy"]
+    assert deploy["needs"] == "build" and deploy["environment"]["name"] == "github-pages"
+
+
+def test_build_script_treats_warnings_as_errors():
+    assert "jb\" build . -n -W --keep-going" in (ROOT / "scripts" / "build.sh").read_text()
+
+
+def readme_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    return re.findall(r"^(bash scripts/\w+\.sh)\s*$", readme, flags=re.M)
+
+
+def test_readme_has_a_build_and_a_test_command():
+    assert readme_commands() == ["bash scripts/build.sh", "bash scripts/test.sh"]
+
+
+def test_ci_runs_the_readme_test_command_from_a_fresh_venv():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "set -euo pipefail" in ci
+    assert 'rm -rf "$VENV"' in ci, "CI must start from a fresh virtual environment"
+    assert re.search(r"^bash scripts/test\.sh\b", ci, flags=re.M)
+    pr = (ROOT / ".github" / "workflows" / "pr-cpu.yml").read_text()
+    assert "bash scripts/test.sh" in pr
