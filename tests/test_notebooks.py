@@ -184,3 +184,11 @@ def test_code_cells_parse(path):
 def test_typed_figure_detector_catches_pasted_numbers():
     assert TYPED_FIGURE.findall("chatglm-6b needs 12.6 GB, about 40% more") == ["12.6 GB", "40%"]
     assert not TYPED_FIGURE.findall("it needs {glue:text}`size_gb` GB and fp16 has 10 mantissa bits")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapters_do_not_need_the_book_toolchain_to_run(path):
+    """Colab has no myst-nb: chapters glue through llmbook.notebook.glue, which falls back."""
+    for i, cell in enumerate(load_notebook(path)["cells"]):
+        if cell["cell_type"] == "code":
+            assert not re.search(r"^\s*(from|import) (myst_nb|jupyter_book|sphinx)", source(cell), flags=re.M), f"cell {i}"

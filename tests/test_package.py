@@ -183,3 +183,33 @@ def test_book_style_is_applied():
         assert (list(current) if isinstance(current, (list, tuple)) else current) == (
             list(value) if isinstance(value, tuple) else value)
     assert set(FIELD_COLORS) == {"sign", "exponent", "mantissa"}
+
+
+# --- notebook -----------------------------------------------------------------------
+
+def test_glue_uses_myst_nb_when_present(monkeypatch):
+    import myst_nb
+
+    from llmbook import notebook
+
+    seen = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: seen.append((name, value, display)))
+    notebook.glue("answer", 42, display=False)
+    assert seen == [("answer", 42, False)]
+
+
+def test_glue_prints_without_myst_nb(monkeypatch, capsys):
+    import builtins
+
+    from llmbook import notebook
+
+    real_import = builtins.__import__
+
+    def no_myst(name, *args, **kwargs):
+        if name.startswith("myst_nb"):
+            raise ImportError("no myst_nb here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_myst)
+    notebook.glue("fp16_max", "65,504", display=False)
+    assert capsys.readouterr().out == "fp16_max = 65,504\n"
