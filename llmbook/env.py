@@ -44,6 +44,7 @@ class Environment:
     native_fp16: bool
     in_colab: bool
     online: bool
+    in_ci: bool = False
     versions: dict[str, str | None] = field(default_factory=dict)
     python: str = ""
     date: str = ""
@@ -54,14 +55,14 @@ class Environment:
 
     def summary(self) -> str:
         """One line saying what ran where, for the top of every chapter."""
-        place = "Colab" if self.in_colab else "local"
+        place = "Colab" if self.in_colab else "GitHub Actions" if self.in_ci else "local"
         if self.is_gpu:
             hw = f"GPU {self.device_name} ({self.gpu_memory_gib:.0f} GiB)"
         else:
             hw = f"CPU only, {self.cpu_cores} cores"
         net = "online" if self.online else "offline"
         libs = ", ".join(f"{k} {v}" for k, v in self.versions.items() if v)
-        return f"{hw} | {place}, {net} | {libs}"
+        return f"{hw} | {place}, {net}, {self.date} | {libs}"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -141,6 +142,7 @@ def detect(check_network: bool = True) -> Environment:
             native_fp16=cap >= (5, 3),
             in_colab=in_colab(),
             online=is_online() if check_network else False,
+            in_ci=os.environ.get("GITHUB_ACTIONS") == "true",
             versions=versions(),
             python=platform.python_version(),
             date=_dt.date.today().isoformat(),
@@ -158,6 +160,7 @@ def detect(check_network: bool = True) -> Environment:
         native_fp16=bool(flags & {"avx512_fp16", "amx_fp16"}),
         in_colab=in_colab(),
         online=is_online() if check_network else False,
+        in_ci=os.environ.get("GITHUB_ACTIONS") == "true",
         versions=versions(),
         python=platform.python_version(),
         date=_dt.date.today().isoformat(),

@@ -213,3 +213,11 @@ def test_glue_prints_without_myst_nb(monkeypatch, capsys):
     monkeypatch.setattr(builtins, "__import__", no_myst)
     notebook.glue("fp16_max", "65,504", display=False)
     assert capsys.readouterr().out == "fp16_max = 65,504\n"
+
+
+def test_summary_names_the_place_and_date(monkeypatch):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    e = envmod.detect(check_network=False)
+    assert e.in_ci and "GitHub Actions" in e.summary() and e.date in e.summary()
+    monkeypatch.delenv("GITHUB_ACTIONS")
+    assert "local" in envmod.detect(check_network=False).summary() or envmod.in_colab()
