@@ -33,7 +33,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
         word_embed_proj_dim=256,
         max_position_embeddings=2048,
     ),
-    "gpt2": dict(n_embd=256, n_layer=4, n_head=8, vocab_size=4096, n_positions=2048),
+    "gpt2": dict(n_embd=256, n_layer=4, n_head=8, vocab_size=4096, n_positions=2048, bos_token_id=0, eos_token_id=0),
 }
 
 _CONFIG_CLASSES = {"llama": "LlamaConfig", "opt": "OPTConfig", "gpt2": "GPT2Config"}

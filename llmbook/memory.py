@@ -1,0 +1,304 @@
+"""How many bytes a model takes, counted the way transformers and bitsandbytes store it.
+
+The estimate instantiates the architecture on the meta device (shapes and dtypes, no
+storage), decides which modules bitsandbytes would quantize with the same rules as
+transformers, and adds up, tensor by tensor:
+
+- unquantized parameters and buffers: ``numel x bytes of their dtype``;
+- int8 (LLM.int8) weights: 1 byte per element, plus one fp32 scale per output row
+  (``SCB``);
+- 4-bit (nf4/fp4) weights: 2 elements per byte, plus one fp32 ``absmax`` per block of 64
+  elements and a 16-entry fp32 code book per layer; with double quantization the absmax
+  values are themselves stored in 8 bits, with one fp32 constant per 256 of them, a
+  256-entry fp32 code book and an fp32 offset per layer.
+
+``footprint_bytes`` is what ``model.get_memory_footprint()`` reports (parameters and
+buffers); ``constants_bytes`` is what it leaves out (the quantization constants above);
+``total_bytes`` is both. Byte counts are exact for the stored tensors; the CUDA context
+and the allocator's rounding come on top on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+QUANTIZATIONS = ("int8", "nf4", "fp4")
+BLOCKSIZE_4BIT = 64  # elements per absmax constant (bitsandbytes' default for weights)
+NESTED_BLOCKSIZE = 256  # absmax values per fp32 constant under double quantization
+CODE_4BIT_ENTRIES = 16  # nf4/fp4 code book, fp32
+CODE_8BIT_ENTRIES = 256  # code book of the double-quantized absmax, fp32
+GIB = 1024**3
+GB = 10**9
+
+
+class EstimateError(ValueError):
+    """A config that cannot be estimated; the message is one sentence for the user."""
+
+
+@dataclass(frozen=True)
+class TensorBytes:
+    """One stored tensor: where it lives, how it is stored, how many bytes it takes."""
+
+    name: str
+    group: str
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+    quantized: bool = False
+    constants_bytes: int = 0
+
+
+@dataclass
+class MemoryEstimate:
+    """The bytes of a model's parameters and buffers as stored, and of its quantization constants."""
+
+    model_type: str
+    dtype: str
+    quantization: str | None
+    double_quant: bool
+    n_parameters: int
+    tensors: list[TensorBytes] = field(default_factory=list)
+
+    @property
+    def footprint_bytes(self) -> int:
+        """Parameters and buffers: what ``get_memory_footprint()`` reports."""
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def constants_bytes(self) -> int:
+        """Quantization constants (int8 row scales, 4-bit block absmax, code books)."""
+        return sum(t.constants_bytes for t in self.tensors)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.footprint_bytes + self.constants_bytes
+
+    def by_group(self) -> dict[str, dict[str, int]]:
+        """Parameters, bytes and quantization constants per module group."""
+        groups: dict[str, dict[str, int]] = {}
+        for t in self.tensors:
+            g = groups.setdefault(t.group, {"parameters": 0, "bytes": 0, "constants_bytes": 0})
+            if t.group != "buffers":
+                g["parameters"] += math.prod(t.shape)
+            g["bytes"] += t.nbytes
+            g["constants_bytes"] += t.constants_bytes
+        return groups
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("tensors")
+        d.update(
+            footprint_bytes=self.footprint_bytes,
+            constants_bytes=self.constants_bytes,
+            total_bytes=self.total_bytes,
+            groups=self.by_group(),
+        )
+        return d
+
+
+def module_group(name: str) -> str:
+    """Which part of a transformer a parameter belongs to, from its name."""
+    n = name.lower()
+    if re.search(r"(lm_head|embed_out|output_layer)", n):
+        return "head"
+    if re.search(r"(embed|wte|wpe|word_embeddings|position_embeddings|tok_embeddings)", n):
+        return "embeddings"
+    if re.search(r"(norm|ln_|\.ln\b|layernorm|ln_f)", n):
+        return "norms"
+    if re.search(r"(attn|attention|q_proj|k_proj|v_proj|o_proj|qkv|query|key|value)", n):
+        return "attention"
+    if re.search(r"(mlp|fc_in|fc_out|fc1|fc2|gate_proj|up_proj|down_proj|dense_h_to_4h|dense_4h_to_h|c_fc|ffn)", n):
+        return "mlp"
+    return "other"
+
+
+def skipped_by_default(model) -> list[str]:
+    """Modules transformers keeps unquantized unless told otherwise.
+
+    The output embedding (``lm_head``), every tied weight (a tied ``lm_head`` shares its
+    storage with the input embedding), and the module holding the last parameter.
+    """
+    skips = {k for pair in getattr(model, "all_tied_weights_keys", {}).items() for k in pair}
+    skips.add(list(model.named_parameters())[-1][0])
+    out = model.get_output_embeddings()
+    skips |= {name for name, module in model.named_modules() if out is not None and module is out}
+    skips |= set(getattr(model, "_keep_in_fp32_modules", None) or [])
+    return sorted(k.removesuffix(".weight") for k in skips)
+
+
+def is_skipped(module_name: str, patterns: list[str]) -> bool:
+    """Whether a pattern names this module: a prefix up to a dot, a regex, or a suffix."""
+    boundary = r"(?:(?<=\.)|(?=\.|$))"
+    return any(re.match(rf"(?:{p}){boundary}", module_name) or module_name.endswith(p) for p in patterns)
+
+
+def _quantizable(module) -> bool:
+    import torch.nn as nn
+    from transformers.pytorch_utils import Conv1D
+
+    return type(module) is nn.Linear or isinstance(module, Conv1D)
+
+
+def weight_bytes(numel: int, quantization: str | None, dtype_bytes: int) -> int:
+    """Bytes of a weight tensor as stored: int8 1 per element, 4-bit 2 elements per byte."""
+    if quantization == "int8":
+        return numel
+    if quantization in ("nf4", "fp4"):
+        return (numel + 1) // 2
+    return numel * dtype_bytes
+
+
+def constants_bytes(numel: int, out_features: int, quantization: str | None, double_quant: bool = False) -> int:
+    """Bytes of the quantization constants of one weight (what the footprint leaves out)."""
+    if quantization == "int8":
+        return 4 * out_features  # SCB: one fp32 absmax per output row
+    if quantization in ("nf4", "fp4"):
+        blocks = math.ceil(numel / BLOCKSIZE_4BIT)
+        code = 4 * CODE_4BIT_ENTRIES
+        if not double_quant:
+            return 4 * blocks + code
+        nested = math.ceil(blocks / NESTED_BLOCKSIZE)
+        return blocks + 4 * nested + 4 * CODE_8BIT_ENTRIES + 4 + code  # + fp32 offset
+    return 0
+
+
+def empty_model(config, dtype):
+    """The architecture of ``config`` on the meta device, buffers included (no memory)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with init_empty_weights(include_buffers=True):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    except ValueError as exc:
+        raise EstimateError(f"transformers has no causal-LM class for model type {config.model_type!r}: {exc}") from None
+    model.tie_weights()  # tying inside init_empty_weights can silently fail
+    return model
+
+
+def estimate(
+    config,
+    dtype=None,
+    quantization: str | None = None,
+    double_quant: bool = False,
+    skip_modules: list[str] | None = None,
+) -> MemoryEstimate:
+    """Bytes of a causal LM built from ``config`` as transformers/bitsandbytes store it.
+
+    ``dtype``: of the unquantized tensors; default the config's own dtype (what
+    ``from_pretrained`` uses by default in transformers 5), else float32.
+    ``quantization``: None, "int8", "nf4" or "fp4" (``BitsAndBytesConfig``).
+    ``skip_modules``: like ``llm_int8_skip_modules``, it *replaces* the default list
+    (``lm_head``, tied weights), so name those too if they should stay unquantized.
+    """
+    import torch
+
+    if quantization not in (None, *QUANTIZATIONS):
+        raise EstimateError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    if dtype is None:
+        dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    model = empty_model(config, dtype)
+    skips = skipped_by_default(model) if skip_modules is None else list(skip_modules)
+
+    quantized_weights: dict[str, tuple[int, str | None]] = {}
+    if quantization:
+        for name, module in model.named_modules():
+            if _quantizable(module) and not is_skipped(name, skips):
+                weight = module.weight
+                out_features = weight.shape[1] if type(module).__name__ == "Conv1D" else weight.shape[0]
+                quantized_weights[f"{name}.weight"] = (out_features, quantization)
+
+    tensors = []
+    for name, p in model.named_parameters():  # tied parameters appear once
+        numel, width = p.numel(), p.element_size()
+        if name in quantized_weights:
+            out_features, q = quantized_weights[name]
+            tensors.append(TensorBytes(
+                name, module_group(name), tuple(p.shape), "int8" if q == "int8" else "uint8 (4-bit pairs)",
+                weight_bytes(numel, q, width), True, constants_bytes(numel, out_features, q, double_quant)))
+        else:
+            tensors.append(TensorBytes(name, module_group(name), tuple(p.shape), str(p.dtype).removeprefix("torch."),
+                                       numel * width))
+    for name, b in model.named_buffers():
+        tensors.append(TensorBytes(name, "buffers", tuple(b.shape), str(b.dtype).removeprefix("torch."),
+                                   b.numel() * b.element_size()))
+    return MemoryEstimate(
+        model_type=config.model_type,
+        dtype=str(dtype).removeprefix("torch."),
+        quantization=quantization,
+        double_quant=bool(double_quant and quantization in ("nf4", "fp4")),
+        n_parameters=sum(p.numel() for p in model.parameters()),
+        tensors=tensors,
+    )
+
+
+def load_config(source: str):
+    """A transformers config from a config.json file, a folder holding one, or a hub id."""
+    from transformers import AutoConfig
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "config.json"
+    if path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise EstimateError(f"no such config file: {path}")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise EstimateError(f"{path} is not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or "model_type" not in data:
+            raise EstimateError(f"{path} has no 'model_type': is it a transformers config.json?")
+        model_type = data.pop("model_type")
+        try:
+            return AutoConfig.for_model(model_type, **data)
+        except (ValueError, KeyError) as exc:
+            raise EstimateError(f"unknown model type {model_type!r} in {path} ({str(exc).splitlines()[0]})") from None
+    try:
+        return AutoConfig.from_pretrained(source)
+    except Exception as exc:  # network, missing repo, unknown type: one line for the user
+        raise EstimateError(f"could not load a config for {source!r}: {str(exc).splitlines()[0]}") from None
+
+
+def format_bytes(n: int) -> str:
+    """Bytes in GiB (binary) and GB (decimal), the two units people mix up."""
+    return f"{n / GIB:.3f} GiB ({n / GB:.3f} GB, {n:,} bytes)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llmbook memory CONFIG``: bytes of a model as stored, by module group."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m llmbook memory", description=main.__doc__)
+    parser.add_argument("config", help="a config.json, a folder holding one, or a hub id (online)")
+    parser.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                        help="dtype of the unquantized tensors (default: the config's, else float32)")
+    parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None)
+    parser.add_argument("--double-quant", action="store_true", help="4-bit double quantization of the constants")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable breakdown")
+    args = parser.parse_args(argv)
+    try:
+        est = estimate(load_config(args.config), args.dtype, args.quantization, args.double_quant)
+    except EstimateError as exc:
+        print(f"llmbook memory: {exc}")
+        return 2
+    if args.json:
+        print(json.dumps(est.as_dict(), indent=2))
+        return 0
+    q = est.quantization or "none"
+    print(f"{est.model_type}: {est.n_parameters:,} parameters, dtype {est.dtype}, quantization {q}"
+          + (" (double)" if est.double_quant else ""))
+    for group, g in sorted(est.by_group().items(), key=lambda kv: -kv[1]["bytes"]):
+        print(f"  {group:11s} {g['parameters']:>15,} params {g['bytes'] / GIB:10.3f} GiB"
+              + (f"  + {g['constants_bytes'] / GIB:.3f} GiB constants" if g["constants_bytes"] else ""))
+    print(f"  footprint   {format_bytes(est.footprint_bytes)}  (= get_memory_footprint())")
+    if est.constants_bytes:
+        print(f"  constants   {format_bytes(est.constants_bytes)}  (not in get_memory_footprint())")
+    print(f"  total       {format_bytes(est.total_bytes)}")
+    return 0

@@ -1,0 +1,194 @@
+"""The memory estimator against models really loaded by transformers and bitsandbytes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from llmbook.memory import (EstimateError, constants_bytes, estimate, is_skipped, load_config, main, module_group,
+                            weight_bytes)
+from llmbook.models import build, tiny_config
+
+pytest.importorskip("bitsandbytes")
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig  # noqa: E402
+from transformers.utils import logging  # noqa: E402
+
+logging.set_verbosity_error()
+SMALL = {"llama": {"num_hidden_layers": 2}, "opt": {"num_hidden_layers": 2}, "gpt2": {"n_layer": 2}}
+SCHEMES = [  # label, quantization, double quant, dtype of the rest
+    ("fp32", None, False, torch.float32),
+    ("fp16", None, False, torch.float16),
+    ("bf16", None, False, torch.bfloat16),
+    ("int8", "int8", False, torch.float16),
+    ("int8-fp32", "int8", False, torch.float32),
+    ("nf4", "nf4", False, torch.bfloat16),
+    ("nf4-dq", "nf4", True, torch.float16),
+    ("fp4", "fp4", False, torch.float32),
+]
+
+
+@pytest.fixture(scope="module", params=sorted(SMALL))
+def checkpoint(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    build(tiny_config(request.param, **SMALL[request.param])).save_pretrained(folder)
+    return folder
+
+
+def load(folder, quantization, double_quant, dtype, **extra):
+    qc = None
+    if quantization == "int8":
+        qc = BitsAndBytesConfig(load_in_8bit=True, **extra)
+    elif quantization:
+        qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quantization,
+                                bnb_4bit_use_double_quant=double_quant, **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, quantization_config=qc)
+
+
+def measured_constants(model) -> int:
+    """Bytes of every quantization constant the loaded model holds, each storage once."""
+    seen = {}
+    for module in model.modules():
+        w = getattr(module, "weight", None)
+        if getattr(w, "SCB", None) is not None:
+            seen[w.SCB.data_ptr()] = w.SCB.nbytes
+        qs = getattr(w, "quant_state", None)
+        if qs is not None:
+            parts = [qs.absmax, qs.code] + ([qs.state2.absmax, qs.state2.code, qs.offset] if qs.nested else [])
+            seen.update({t.data_ptr(): t.nbytes for t in parts})
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("label, quantization, double_quant, dtype", SCHEMES, ids=[s[0] for s in SCHEMES])
+def test_estimate_equals_the_loaded_model_to_the_byte(checkpoint, label, quantization, double_quant, dtype):
+    model = load(checkpoint, quantization, double_quant, dtype)
+    est = estimate(model.config, dtype, quantization, double_quant)
+    assert est.footprint_bytes == model.get_memory_footprint()
+    assert est.constants_bytes == measured_constants(model)
+    assert est.n_parameters == sum(p.numel() for p in build(tiny_config(model.config.model_type, **SMALL[model.config.model_type])).parameters())
+
+
+def test_default_dtype_is_the_checkpoints(checkpoint):
+    model = load(checkpoint, None, False, "auto")
+    est = estimate(model.config)
+    assert est.dtype == "float32" and est.footprint_bytes == model.get_memory_footprint()
+
+
+def test_replacing_the_skip_list_quantizes_lm_head(checkpoint):
+    """llm_int8_skip_modules replaces the default list: an untied lm_head is then quantized."""
+    model = load(checkpoint, "int8", False, torch.float16, llm_int8_skip_modules=["not_a_module"])
+    est = estimate(model.config, torch.float16, "int8", skip_modules=["not_a_module"])
+    assert est.footprint_bytes == model.get_memory_footprint()
+    assert est.constants_bytes == measured_constants(model)
+    default = estimate(model.config, torch.float16, "int8")
+    head = {t.name: t for t in est.tensors}.get("lm_head.weight")
+    if model.get_output_embeddings().weight is model.get_input_embeddings().weight:
+        assert head is None and est.footprint_bytes == default.footprint_bytes  # tied: stays with the embedding
+    else:
+        assert head.quantized and est.footprint_bytes < default.footprint_bytes
+
+
+def test_fp32_is_four_bytes_per_parameter_fp16_two(checkpoint):
+    config = load_config(str(checkpoint))
+    e32, e16 = estimate(config, torch.float32), estimate(config, torch.float16)
+    params = sum(t.nbytes for t in e32.tensors if t.group != "buffers") // 4
+    assert params == e32.n_parameters
+    assert sum(t.nbytes for t in e16.tensors if t.group != "buffers") == 2 * e32.n_parameters
+
+
+def test_weight_and_constant_formulas():
+    assert weight_bytes(4096 * 4096, "int8", 2) == 4096 * 4096
+    assert weight_bytes(4096 * 4096, "nf4", 2) == 4096 * 4096 // 2
+    assert weight_bytes(7, "fp4", 2) == 4  # an odd count still fills a whole byte
+    assert weight_bytes(10, None, 4) == 40
+    assert constants_bytes(4096 * 4096, 4096, "int8") == 4 * 4096
+    blocks = 4096 * 4096 // 64
+    assert constants_bytes(4096 * 4096, 4096, "nf4") == 4 * blocks + 64
+    assert constants_bytes(4096 * 4096, 4096, "nf4", double_quant=True) == blocks + 4 * (blocks // 256) + 1024 + 4 + 64
+    # double quantization: about 0.127 bits per weight instead of 0.5 (QLoRA paper)
+    dq_bits = 8 * constants_bytes(4096 * 4096, 4096, "nf4", True) / (4096 * 4096)
+    assert 0.12 < dq_bits < 0.13 and 8 * constants_bytes(4096 * 4096, 4096, "nf4") / (4096 * 4096) == pytest.approx(0.5, abs=1e-3)
+
+
+def test_skip_patterns_follow_transformers_rules():
+    assert is_skipped("lm_head", ["lm_head"])
+    assert is_skipped("model.decoder.layers.23.fc1", ["fc1"])  # suffix
+    assert is_skipped("model.layers.1.mlp", ["model.layers.1"])  # prefix at a module boundary
+    assert not is_skipped("model.layers.11.mlp", ["model.layers.1"])
+    assert not is_skipped("mlp.gate_proj", ["mlp.gate"])
+
+
+@pytest.mark.parametrize("name, group", [("model.embed_tokens.weight", "embeddings"), ("lm_head.weight", "head"),
+                                         ("model.layers.0.self_attn.q_proj.weight", "attention"),
+                                         ("model.layers.0.mlp.down_proj.weight", "mlp"),
+                                         ("model.layers.0.input_layernorm.weight", "norms"),
+                                         ("transformer.h.0.ln_1.bias", "norms"), ("transformer.h.0.mlp.c_fc.weight", "mlp"),
+                                         ("gpt_neox.embed_in.weight", "embeddings"), ("embed_out.weight", "head")])
+def test_module_groups(name, group):
+    assert module_group(name) == group
+
+
+def test_unknown_quantization_is_refused():
+    with pytest.raises(EstimateError, match="unknown quantization"):
+        estimate(tiny_config("llama"), quantization="int3")
+
+
+# --- the command line ------------------------------------------------------------------
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "llmbook", "memory", *args], capture_output=True, text=True,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+
+
+def test_cli_json_total_matches_the_estimate(checkpoint):
+    result = run_cli(str(checkpoint / "config.json"), "--quantization", "nf4", "--double-quant", "--dtype", "float16", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    est = estimate(load_config(str(checkpoint)), torch.float16, "nf4", True)
+    assert data["total_bytes"] == est.total_bytes and data["footprint_bytes"] == est.footprint_bytes
+    assert sum(g["bytes"] + g["constants_bytes"] for g in data["groups"].values()) == data["total_bytes"]
+
+
+def test_cli_human_output(checkpoint):
+    result = run_cli(str(checkpoint))
+    assert result.returncode == 0 and "get_memory_footprint()" in result.stdout and "GiB" in result.stdout
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such config file"),
+    ("{not json", "not valid JSON"),
+    ('{"hidden_size": 8}', "no 'model_type'"),
+    ('{"model_type": "chatglm", "hidden_size": 8}', "unknown model type 'chatglm'"),
+])
+def test_cli_errors_are_one_clear_line(tmp_path, content, message):
+    path = tmp_path / "config.json"
+    if content is not None:
+        path.write_text(content)
+    result = run_cli(str(path))
+    assert result.returncode == 2
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_hub_id_offline_is_one_line():
+    result = run_cli("some-org/some-model-that-is-not-here")
+    assert result.returncode == 2 and len(result.stdout.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_main_dispatch_rejects_unknown_command():
+    from llmbook.__main__ import main as dispatch
+
+    assert dispatch(["nonsense"]) == 2 and dispatch([]) == 2
+
+
+def test_main_in_process(checkpoint, capsys):
+    assert main([str(checkpoint), "--quantization", "int8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["quantization"] == "int8"
