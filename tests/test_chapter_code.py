@@ -1,0 +1,138 @@
+"""The mechanisms the chapters teach are written on their pages; test that code itself.
+
+Functions are taken from the committed notebooks by name (via the AST), so a test fails
+when the page's code changes behaviour, and the page needs no import from the package.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+
+import pytest
+import torch
+
+from conftest import ROOT, load_notebook
+
+
+def page_functions(notebook: str, *names: str) -> dict:
+    """Execute the named top-level function definitions of a chapter; return them."""
+    source = "\n".join("".join(c["source"]) for c in load_notebook(ROOT / "book" / notebook)["cells"]
+                       if c["cell_type"] == "code")
+    tree = ast.parse(source)
+    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names]
+    assert {d.name for d in defs} == set(names), f"missing on the page: {set(names) - {d.name for d in defs}}"
+    namespace = {"torch": torch, "math": math}
+    exec(compile(ast.Module(body=defs, type_ignores=[]), notebook, "exec"), namespace)
+    return {name: namespace[name] for name in names}
+
+
+# --- chapter 3: quantizers -------------------------------------------------------------
+
+Q = page_functions("03_quantization_basics.ipynb", "quantize_absmax", "dequantize_absmax", "quantize_zeropoint",
+                   "dequantize_zeropoint", "sqnr_db")
+
+
+def test_absmax_reproduces_the_notes_example():
+    codes, scale = Q["quantize_absmax"](torch.tensor([2.1, 3.1, 2.5, 3.7, 3.3]))
+    assert round(1 / scale.item(), 4) == 34.3243
+    assert codes.tolist() == [72, 106, 86, 127, 113]
+    restored = Q["dequantize_absmax"](codes, scale)
+    assert [round(v, 4) for v in restored.tolist()] == [2.0976, 3.0882, 2.5055, 3.7, 3.2921]
+
+
+def test_absmax_hand_case_4_bit():
+    codes, scale = Q["quantize_absmax"](torch.tensor([-1.2, 0.0, 0.5, 2.0]), bits=4)
+    assert scale.item() == pytest.approx(2 / 7)
+    assert codes.tolist() == [-4, 0, 2, 7]  # -4.2 and 1.75 round to -4 and 2
+    codes, _ = Q["quantize_absmax"](torch.tensor([-2.5, 0.5, 1.5, 127.0]))
+    assert codes.tolist() == [-2, 0, 2, 127]  # exact ties go to the even code
+
+
+def test_zeropoint_hand_cases():
+    codes, scale, zp = Q["quantize_zeropoint"](torch.tensor([0.0, 1.0, 2.0, 3.0]), bits=2)
+    assert scale.item() == 1.0 and zp.item() == -2 and codes.tolist() == [-2, -1, 0, 1]
+    x = torch.tensor([-1.0, 0.0, 1.0, 2.0])
+    codes, scale, zp = Q["quantize_zeropoint"](x)
+    assert scale.item() == pytest.approx(3 / 255) and zp.item() == -128 + 85
+    assert Q["dequantize_zeropoint"](codes, scale, zp)[1].item() == 0.0  # zero is exact
+
+
+def test_zeropoint_of_positive_data_starts_at_qmin():
+    codes, scale, zp = Q["quantize_zeropoint"](torch.tensor([2.1, 3.1, 2.5, 3.7, 3.3]))
+    assert zp.item() == -128 and codes.max().item() == 127
+    assert scale.item() == pytest.approx(3.7 / 255)
+
+
+DATA = {
+    "normal": lambda g: torch.randn(64, 96, generator=g),
+    "skewed": lambda g: torch.nn.functional.gelu(torch.randn(64, 96, generator=g)),
+    "positive": lambda g: torch.rand(64, 96, generator=g) + 1,
+    "negative": lambda g: -torch.rand(64, 96, generator=g) * 5,
+    "outlier": lambda g: torch.randn(64, 96, generator=g).index_put_((torch.tensor([3]), torch.tensor([7])), torch.tensor(80.0)),
+    "constant": lambda g: torch.full((64, 96), 0.25),
+    "zeros": lambda g: torch.zeros(64, 96),
+}
+
+
+@pytest.mark.parametrize("data", sorted(DATA))
+@pytest.mark.parametrize("bits", [2, 3, 4, 6, 8])
+@pytest.mark.parametrize("axis", [None, 1])
+def test_round_trip_is_within_half_a_step(data, bits, axis):
+    x = DATA[data](torch.Generator().manual_seed(bits))
+    codes, scale = Q["quantize_absmax"](x, bits, axis)
+    qmax = 2 ** (bits - 1) - 1
+    assert codes.abs().max() <= qmax
+    err = (Q["dequantize_absmax"](codes, scale) - x).abs()
+    assert (err <= scale / 2 * (1 + 1e-5) + 1e-7).all()
+    codes, scale, zp = Q["quantize_zeropoint"](x, bits, axis)
+    assert codes.min() >= -(2 ** (bits - 1)) and codes.max() <= qmax
+    assert ((zp >= -(2 ** (bits - 1))) & (zp <= qmax)).all(), "the zero point fits the integer type"
+    err = (Q["dequantize_zeropoint"](codes, scale, zp) - x).abs()
+    assert (err <= scale / 2 * (1 + 1e-5) + 1e-7).all()
+
+
+def test_sqnr_of_a_known_noise_level():
+    x = torch.ones(1000)
+    assert Q["sqnr_db"](x, x + 0.1) == pytest.approx(20.0)
+
+
+# --- chapter 1: bits and rounding ------------------------------------------------------
+
+F = page_functions("01_floating_point.ipynb", "to_bits", "decode", "round_mantissa",
+                   "fp32_to_bf16_round_nearest_even", "fp32_to_bf16_truncate")
+F["INT_OF_SIZE"] = {4: torch.int32, 2: torch.int16, 1: torch.uint8}
+F["to_bits"].__globals__["INT_OF_SIZE"] = F["INT_OF_SIZE"]
+
+
+@pytest.mark.parametrize("bits, e, m, value", [
+    ("0" + "01111111" + "0" * 23, 8, 23, 1.0),
+    ("1" + "10000000" + "1" + "0" * 22, 8, 23, -3.0),
+    ("0" + "00000" + "0000000001", 5, 10, 2.0**-24),  # smallest fp16 subnormal
+    ("0" + "11110" + "1111111111", 5, 10, 65504.0),  # largest fp16
+    ("0" + "11111" + "0000000000", 5, 10, math.inf),
+])
+def test_decode_known_bit_patterns(bits, e, m, value):
+    assert F["decode"](bits, e, m) == value
+
+
+def test_decode_e4m3fn_has_no_infinity():
+    assert F["decode"]("0" + "1111" + "110", 4, 3, ieee_special=False) == 448.0
+    assert math.isnan(F["decode"]("0" + "1111" + "111", 4, 3, ieee_special=False))
+
+
+def test_to_bits_matches_the_ieee_layout():
+    assert F["to_bits"](1.0, torch.float16) == "0011110000000000"
+    assert F["to_bits"](-2.5, torch.bfloat16) == "1100000000100000"
+
+
+def test_hand_written_rounding_matches_torch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200_000, generator=g) * torch.exp(torch.randn(200_000, generator=g) * 5)
+    ties = (torch.randint(-2**15, 2**15, (1000,), generator=g) * 2**16 + 2**15).to(torch.int32).view(torch.float32)
+    x = torch.cat([x, ties[torch.isfinite(ties)]])
+    ours = F["fp32_to_bf16_round_nearest_even"](x).view(torch.int16)
+    assert torch.equal(ours, x.to(torch.bfloat16).view(torch.int16))
+    assert torch.equal(F["round_mantissa"](x, 7), x.to(torch.bfloat16).float())
+    truncated = F["fp32_to_bf16_truncate"](x).float()
+    assert (truncated.abs() <= x.abs()).all()
