@@ -15,14 +15,17 @@ import torch
 from conftest import ROOT, load_notebook
 
 
-def page_functions(notebook: str, *names: str) -> dict:
-    """Execute the named top-level function definitions of a chapter; return them."""
+def page_functions(notebook: str, *names: str, **context) -> dict:
+    """Execute the named top-level function definitions of a chapter; return them.
+
+    ``context`` supplies the page's globals that the definitions use (constants, modules).
+    """
     source = "\n".join("".join(c["source"]) for c in load_notebook(ROOT / "book" / notebook)["cells"]
                        if c["cell_type"] == "code")
     tree = ast.parse(source)
     defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names]
     assert {d.name for d in defs} == set(names), f"missing on the page: {set(names) - {d.name for d in defs}}"
-    namespace = {"torch": torch, "math": math}
+    namespace = {"torch": torch, "math": math, **context}
     exec(compile(ast.Module(body=defs, type_ignores=[]), notebook, "exec"), namespace)
     return {name: namespace[name] for name in names}
 
@@ -136,3 +139,73 @@ def test_hand_written_rounding_matches_torch():
     assert torch.equal(F["round_mantissa"](x, 7), x.to(torch.bfloat16).float())
     truncated = F["fp32_to_bf16_truncate"](x).float()
     assert (truncated.abs() <= x.abs()).all()
+
+
+# --- chapter 4: LLM.int8() and NF4 ------------------------------------------------------
+
+bnb = pytest.importorskip("bitsandbytes")
+L = page_functions("04_llm_int8_nf4.ipynb", "llm_int8_matmul", "bnb_linear8bit", "nf4_code_book", "quantize_nf4",
+                   "dequantize_nf4", THRESHOLD=6.0, bnb=bnb)
+
+
+def test_llm_int8_by_hand():
+    # values whose int8 codes are exact: the product is exact
+    X = torch.tensor([[1.0, -1.0], [0.5, 0.5]]).half()
+    W = torch.tensor([[1.0, -1.0], [-4.0, 4.0]]).half()
+    assert L["llm_int8_matmul"](X, W).tolist() == [[2.0, -8.0], [0.0, 0.0]]
+    # 0.5 of a row with absmax 1 is 63.5 steps: rounds to the even 64
+    Y = L["llm_int8_matmul"](torch.tensor([[1.0, 0.5]]).half(), torch.tensor([[1.0, 1.0]]).half())
+    assert Y.item() == torch.tensor((127 * 127 + 64 * 127) / 127**2).half().item()
+
+
+def test_llm_int8_sends_outlier_columns_through_fp16():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(32, 64, generator=g)
+    X[:, 5] = 40.0
+    W = torch.randn(48, 64, generator=g) * 0.05
+    reference = X @ W.T
+    Y = L["llm_int8_matmul"](X.half(), W.half())
+    plain = L["llm_int8_matmul"](X.half(), W.half(), threshold=float("inf"))
+    err = lambda y: ((y.float() - reference).norm() / reference.norm()).item()
+    assert err(Y) < err(plain) / 3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_llm_int8_matches_bitsandbytes(seed):
+    import logging
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(40, 96, generator=g)
+    X[:, [3, 50]] *= 15
+    W = torch.randn(80, 96, generator=g) * 0.05
+    ours = L["llm_int8_matmul"](X.half(), W.half()).float()
+    with torch.no_grad():
+        theirs = L["bnb_linear8bit"](W.half())(X.half()).float()
+    cols = (X.half().abs() >= 6).any(0)
+    outlier_part = X[:, cols] @ W[:, cols].T
+    step = torch.finfo(torch.float16).eps * (2 * theirs.abs() + outlier_part.abs()) + 2**-24
+    assert ((ours - theirs).abs() <= step).all()
+
+
+def test_nf4_code_book_matches_bitsandbytes_and_is_symmetric_enough():
+    import bitsandbytes.functional as bnbF
+
+    book = L["nf4_code_book"]()
+    assert torch.allclose(book, bnbF.get_4bit_type("nf4", device="cpu"), atol=1e-6)
+    assert book.numel() == 16 and book[0] == -1 and book[-1] == 1 and (book == 0).sum() == 1
+    assert (book[1:] > book[:-1]).all()
+
+
+def test_nf4_round_trip_picks_the_nearest_code():
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(16, 64, generator=g)
+    codes, absmax = L["quantize_nf4"](W)
+    back = L["dequantize_nf4"](codes, absmax, W.shape)
+    book = L["nf4_code_book"]()
+    gaps = (book[1:] - book[:-1]).max()
+    assert ((W - back).abs() <= gaps / 2 * absmax.repeat_interleave(1, 0).max() + 1e-6).all()
+    # the block's largest magnitude is exact (it maps to +-1)
+    blocks, back_blocks = W.reshape(-1, 64), back.reshape(-1, 64)
+    i = blocks.abs().argmax(dim=1)
+    assert torch.allclose(back_blocks.gather(1, i[:, None]), blocks.gather(1, i[:, None]))
