@@ -209,3 +209,25 @@ def test_nf4_round_trip_picks_the_nearest_code():
     blocks, back_blocks = W.reshape(-1, 64), back.reshape(-1, 64)
     i = blocks.abs().argmax(dim=1)
     assert torch.allclose(back_blocks.gather(1, i[:, None]), blocks.gather(1, i[:, None]))
+
+
+# --- chapter 6: bytes saved for backward -----------------------------------------------
+
+S = page_functions("06_checkpointing_fp16_logits.ipynb", "saved_for_backward")["saved_for_backward"]
+
+
+def test_saved_for_backward_hand_cases():
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    assert S(mlp, lambda: mlp(torch.randn(3, 4)).sum())[0] == 3 * (4 + 8) * 4
+    # a product of two tensors that need gradients saves both; parameters are not counted
+    a, b = torch.randn(5, requires_grad=True), torch.randn(5, requires_grad=True)
+    assert S(torch.nn.Module(), lambda: (a * b).sum())[0] == 2 * 5 * 4
+    layer = torch.nn.Linear(6, 6, bias=False)
+    assert S(layer, lambda: layer(torch.randn(2, 6, dtype=torch.float32)).sum())[0] == 2 * 6 * 4
+
+
+def test_saved_for_backward_counts_shared_storage_once():
+    x = torch.randn(10, requires_grad=True)
+    nbytes, _ = S(torch.nn.Module(), lambda: (x * x).sum())  # x saved twice, one storage
+    assert nbytes == 10 * 4
