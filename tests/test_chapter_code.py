@@ -213,7 +213,7 @@ def test_nf4_round_trip_picks_the_nearest_code():
 
 # --- chapter 6: bytes saved for backward -----------------------------------------------
 
-S = page_functions("06_checkpointing_fp16_logits.ipynb", "saved_for_backward")["saved_for_backward"]
+S = page_functions("07_checkpointing_fp16_logits.ipynb", "saved_for_backward")["saved_for_backward"]
 
 
 def test_saved_for_backward_hand_cases():

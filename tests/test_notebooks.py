@@ -192,3 +192,8 @@ def test_chapters_do_not_need_the_book_toolchain_to_run(path):
     for i, cell in enumerate(load_notebook(path)["cells"]):
         if cell["cell_type"] == "code":
             assert not re.search(r"^\s*(from|import) (myst_nb|jupyter_book|sphinx)", source(cell), flags=re.M), f"cell {i}"
+
+
+def test_toc_lists_chapters_in_slug_order():
+    chapters = [entry for entry in toc_files() if re.fullmatch(r"book/\d{2}_.*", entry)]
+    assert chapters == sorted(chapters), "number chapters in reading order (NN_ prefixes sort like the toc)"
