@@ -95,11 +95,12 @@ def test_glued_values_appear_in_the_text(built_book, path):
         if cell["cell_type"] == "markdown":
             keys |= {k.split(":")[0] for k in GLUE_ROLE.findall("".join(cell["source"]))}
     assert keys, "a chapter's prose should cite its own numbers"
-    spans = re.findall(r'<span class="pasted-text">([^<]*)</span>', html)
+    smart = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})  # Sphinx smartquotes
+    spans = [s.translate(smart) for s in re.findall(r'<span class="pasted-text">([^<]*)</span>', html)]
     for key in keys:
         assert key in glued, f"prose cites {key!r}, which no cell glued"
         value = glued[key]["data"]["text/plain"].strip("'\"")
-        value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\\'", "'")
         assert value in spans, f"{key}={value!r} is not in the rendered text"
 
 
