@@ -1,0 +1,252 @@
+"""A benchmark harness for generation: load time, memory and speed per precision.
+
+The same functions run live in the inference chapter (sized to the hardware found) and
+in ``scripts/gpu_inference_bench.py``, which records reference numbers on a GPU.
+
+What is measured, and how:
+
+- **load_s**: wall-clock seconds of ``from_pretrained`` from a local safetensors
+  checkpoint, quantization included (the page cache is warm after the first load).
+- **weight_bytes**: on CUDA, the allocator's bytes after loading minus before (so
+  quantization constants count); on CPU, the bytes of every tensor in the state dict
+  (parameters, buffers and bitsandbytes' scale tensors).
+- **ttft_s**: time to first token, a ``generate`` call with one new token (the prompt
+  pass plus one sampling step).
+- **decode_tok_s**: generated tokens per second after the first, from the difference
+  between a long and a one-token ``generate``: ``batch * (n - 1) / (t_n - t_1)`` (NaN
+  when noise makes the difference negative: generate more tokens).
+- **peak_bytes**: the peak memory increase during the long ``generate`` over the
+  loaded model (CUDA: allocator statistics; CPU: process RSS, an upper bound).
+
+Times are medians of ``repeats`` calls after a warm-up call; spreads are max - min.
+Inputs are random token ids from a seeded generator, so runs are repeatable.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .measure import PeakMemory, time_call
+
+#: Precisions the harness knows, in the order tables show them.
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4")
+
+#: TinyLlama-1.1B's geometry (Llama 2 architecture, grouped-query attention): the
+#: model the GPU reference run uses. 1.10B parameters.
+TINYLLAMA_1B = dict(
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_hidden_layers=22,
+    num_attention_heads=32,
+    num_key_value_heads=4,
+    vocab_size=32000,
+    max_position_embeddings=4096,
+    tie_word_embeddings=False,
+)
+
+
+#: The 16-bit type quantized models compute in, by default.
+DEFAULT_COMPUTE = {"int8": "float16", "nf4": "bfloat16"}
+
+
+def _dtype(name):
+    import torch
+
+    return getattr(torch, name) if isinstance(name, str) else name
+
+
+def load_kwargs(precision: str, compute_dtype=None) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for ``precision``.
+
+    Quantized precisions keep their non-quantized tensors and compute in
+    ``compute_dtype``: by default fp16 for int8 (LLM.int8's kernels take fp16 and cast
+    anything else to it) and bf16 for nf4.
+    """
+    import torch
+
+    compute_dtype = compute_dtype or DEFAULT_COMPUTE.get(precision)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision in dtypes:
+        return {"dtype": dtypes[precision]}
+    compute_dtype = _dtype(compute_dtype)
+    from transformers import BitsAndBytesConfig
+
+    if precision == "int8":
+        return {"dtype": compute_dtype, "quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
+    if precision == "nf4":
+        return {"dtype": compute_dtype, "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)}
+    raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+
+
+def compute_bytes(precision: str, compute_dtype=None) -> int:
+    """Bytes per value of activations and KV cache for a model loaded in ``precision``."""
+    import torch
+
+    if precision == "fp32":
+        return 4
+    if precision in ("bf16", "fp16"):
+        return 2
+    if precision not in DEFAULT_COMPUTE:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    return torch.tensor([], dtype=_dtype(compute_dtype or DEFAULT_COMPUTE[precision])).element_size()
+
+
+def kv_cache_bytes(config, batch: int, tokens: int, bytes_per_value: int = 2) -> int:
+    """Bytes of a full KV cache: keys and values, every layer, every token."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return 2 * config.num_hidden_layers * batch * tokens * kv_heads * head_dim * bytes_per_value
+
+
+def save_checkpoint(config, folder: str | Path, dtype=None, seed: int = 0, device: str = "cpu") -> Path:
+    """Build a random-weight model from ``config`` and save it (safetensors) in ``folder``.
+
+    ``device`` is where the random weights are initialised (a GPU does it much faster).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.save_pretrained(folder)
+    del model
+    return folder
+
+
+def state_bytes(model) -> int:
+    """Bytes of every tensor a model holds: parameters, buffers, quantization constants."""
+    import torch
+
+    seen: dict[tuple[str, int], int] = {}
+    for t in model.state_dict().values():
+        if isinstance(t, torch.Tensor) and t.device.type != "meta":
+            storage = t.untyped_storage()
+            seen[(t.device.type, storage.data_ptr())] = storage.nbytes()
+    return sum(seen.values())
+
+
+def load(folder: str | Path, precision: str, device: str = "cpu"):
+    """Load ``folder`` in ``precision`` on ``device``; returns (model, seconds, weight bytes)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs = load_kwargs(precision)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(folder, device_map=device, **kwargs).eval()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    weights = torch.cuda.memory_allocated() - before if device.startswith("cuda") else state_bytes(model)
+    return model, seconds, weights
+
+
+def prompt(vocab_size: int, batch: int, length: int, seed: int = 0):
+    """Random token ids, shape (batch, length), from a seeded generator (ids 1..vocab-1)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1, vocab_size, (batch, length), generator=g)
+
+
+def generate(model, ids, new_tokens: int):
+    """Greedy generation of exactly ``new_tokens`` tokens (no early stop at an end token)."""
+    import torch
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                              pad_token_id=0, eos_token_id=None, bos_token_id=None)
+    with torch.inference_mode():
+        return model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """One generation measurement; times in seconds, memory in bytes."""
+
+    batch: int
+    prompt_tokens: int
+    new_tokens: int
+    ttft_s: float
+    ttft_spread_s: float
+    total_s: float
+    total_spread_s: float
+    decode_tok_s: float
+    peak_bytes: int
+    kv_cache_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_generation(model, batch: int, prompt_tokens: int, new_tokens: int, repeats: int = 3,
+                       device: str = "cpu", kv_bytes_per_value: int | None = None, seed: int = 0) -> GenerationResult:
+    """Time to first token, decode speed and peak memory of one generation setting.
+
+    ``new_tokens`` must be at least 2 (decode speed is measured after the first token).
+    """
+    if new_tokens < 2:
+        raise ValueError("new_tokens must be at least 2 to measure decoding")
+    ids = prompt(model.config.vocab_size, batch, prompt_tokens, seed).to(model.device)
+    first = time_call(lambda: generate(model, ids, 1), repeats=repeats, device=device)
+    full = time_call(lambda: generate(model, ids, new_tokens), repeats=repeats, device=device)
+    with PeakMemory(device) as mem:
+        out = generate(model, ids, new_tokens)
+    assert out.shape == (batch, prompt_tokens + new_tokens), out.shape
+    decode_s = full.median_s - first.median_s
+    if kv_bytes_per_value is None:
+        kv_bytes_per_value = next(p for p in model.parameters() if p.is_floating_point()).element_size()
+    # the cache holds every token but the last generated one
+    kv = kv_cache_bytes(model.config, batch, prompt_tokens + new_tokens - 1, kv_bytes_per_value)
+    return GenerationResult(batch, prompt_tokens, new_tokens, first.median_s, first.spread_s, full.median_s,
+                            full.spread_s, batch * (new_tokens - 1) / decode_s if decode_s > 0 else float("nan"),
+                            mem.peak_bytes, kv)
+
+
+def layer_timeline(model, ids, device: str = "cpu") -> list[dict[str, Any]]:
+    """Start and end time (seconds from the forward's start) and device of each decoder layer.
+
+    Hooks on ``model.model.layers`` record the times; on CUDA each hook synchronizes, so
+    the timeline shows when each layer really ran. One forward pass of ``ids``. ``device``
+    is where the layer's parameters live: ``meta`` for a layer accelerate offloaded (its
+    weights wait in CPU RAM or on disk and are copied in before it runs).
+    """
+    import torch
+
+    def sync():
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    events: list[dict[str, Any]] = []
+    t0 = [0.0]
+    handles = []
+    for i, layer in enumerate(model.model.layers):
+        def pre(module, args, kwargs=None, i=i):
+            sync()
+            events.append({"layer": i, "start_s": time.perf_counter() - t0[0],
+                           "device": str(next(module.parameters()).device)})
+
+        def post(module, args, output, i=i):
+            sync()
+            events[-1]["end_s"] = time.perf_counter() - t0[0]
+
+        handles.append(layer.register_forward_pre_hook(pre))
+        handles.append(layer.register_forward_hook(post))
+    try:
+        with torch.inference_mode():
+            sync()
+            t0[0] = time.perf_counter()
+            model(ids.to(model.device))
+            sync()
+    finally:
+        for h in handles:
+            h.remove()
+    return events

@@ -1,0 +1,91 @@
+"""Run every chapter's code cells as plain Python, each chapter in a fresh process.
+
+A quick check of the chapters on a machine without Jupyter (a bare GPU box, say): the
+code cells of each notebook run in order in one namespace, from ``book/``, with
+matplotlib's non-interactive backend. Prints one line per chapter (time, or the failing
+cell and its error) and writes a JSON summary. It is not the book build: glued values
+are printed instead of rendered (llmbook's glue fallback).
+
+    python scripts/run_chapters_plain.py [--out summary.json] [chapter.ipynb ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RUNNER = r"""
+import json, sys, time, traceback
+import matplotlib
+matplotlib.use("Agg")
+nb = json.load(open(sys.argv[1]))
+ns = {"__name__": "__main__"}
+for i, cell in enumerate(nb["cells"]):
+    if cell["cell_type"] != "code":
+        continue
+    src = "".join(cell["source"])
+    t = time.perf_counter()
+    try:
+        exec(compile(src, f"{sys.argv[1]}:cell{i}", "exec"), ns)
+    except BaseException as e:
+        print("CELL-FAILED", i, json.dumps(traceback.format_exc()[-3000:]), flush=True)
+        sys.exit(1)
+    print("CELL-TIME", i, round(time.perf_counter() - t, 3), flush=True)
+"""
+
+
+def run_chapter(path: Path, timeout_s: float) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "MPLBACKEND": "Agg"}
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-c", RUNNER, str(path.resolve())], cwd=ROOT / "book", env=env,
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"chapter": path.name, "ok": False, "seconds": timeout_s, "error": f"timed out after {timeout_s} s"}
+    seconds = time.perf_counter() - start
+    cells = {}
+    error = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("CELL-TIME "):
+            _, i, s = line.split()
+            cells[int(i)] = float(s)
+        elif line.startswith("CELL-FAILED "):
+            _, i, tb = line.split(" ", 2)
+            error = f"cell {i}: {json.loads(tb)}"
+    if proc.returncode and error is None:
+        error = proc.stderr[-3000:]
+    return {"chapter": path.name, "ok": proc.returncode == 0, "seconds": round(seconds, 2),
+            "slowest_cells_s": sorted(cells.items(), key=lambda kv: -kv[1])[:3], "error": error,
+            "stdout_tail": proc.stdout[-4000:]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("chapters", nargs="*", type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--timeout-s", type=float, default=300)
+    args = parser.parse_args(argv)
+    chapters = args.chapters or sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+    results = []
+    for path in chapters:
+        r = run_chapter(path, args.timeout_s)
+        results.append(r)
+        status = "ok" if r["ok"] else "FAILED"
+        print(f"{r['chapter']}: {status} in {r['seconds']:.1f} s", flush=True)
+        if r["error"]:
+            print("   ", r["error"].strip().splitlines()[-1] if r["error"].strip() else "", flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=1) + "\n")
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
