@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .measure import PeakMemory, time_call
+from .memory import kv_cache_bytes
 
 #: Precisions the harness knows, in the order tables show them.
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4")
@@ -56,6 +57,14 @@ def _dtype(name):
     import torch
 
     return getattr(torch, name) if isinstance(name, str) else name
+
+
+def recorded_run(name: str = "gpu_inference_h200.json") -> dict[str, Any]:
+    """A recorded GPU run shipped with the package (``llmbook/data``), as a dict."""
+    import json
+    from importlib.resources import files
+
+    return json.loads(files("llmbook").joinpath("data", name).read_text())
 
 
 def load_kwargs(precision: str, compute_dtype=None) -> dict[str, Any]:
@@ -93,13 +102,6 @@ def compute_bytes(precision: str, compute_dtype=None) -> int:
     if precision not in DEFAULT_COMPUTE:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     return torch.tensor([], dtype=_dtype(compute_dtype or DEFAULT_COMPUTE[precision])).element_size()
-
-
-def kv_cache_bytes(config, batch: int, tokens: int, bytes_per_value: int = 2) -> int:
-    """Bytes of a full KV cache: keys and values, every layer, every token."""
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    return 2 * config.num_hidden_layers * batch * tokens * kv_heads * head_dim * bytes_per_value
 
 
 def save_checkpoint(config, folder: str | Path, dtype=None, seed: int = 0, device: str = "cpu") -> Path:

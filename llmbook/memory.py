@@ -302,3 +302,106 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  constants   {format_bytes(est.constants_bytes)}  (not in get_memory_footprint())")
     print(f"  total       {format_bytes(est.total_bytes)}")
     return 0
+
+
+# --- the whole job: weights plus what inference or training adds ---------------------
+
+#: What the memory calculator (the web page and :func:`breakdown`) can estimate.
+RECIPES = ("inference", "full", "lora", "qlora")
+#: Linear layers a LoRA adapter is attached to (all of a Llama block's projections).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+#: Public Llama-architecture configs (``LlamaConfig`` keyword arguments) for presets.
+PRESETS: dict[str, dict[str, Any]] = {
+    "TinyLlama-1.1B": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                           num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False),
+    "Llama-3.2-1B": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
+    "Llama-2-7B": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False),
+    "Mistral-7B": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=False),
+    "Llama-3-8B": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+    "Llama-2-13B": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
+                        num_key_value_heads=40, vocab_size=32000, tie_word_embeddings=False),
+    "Llama-2-70B": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                        num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=False),
+}
+
+
+def _head_dim(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def _kv_heads(config) -> int:
+    return getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+
+
+def kv_cache_bytes(config, batch: int, tokens: int, bytes_per_value: int = 2) -> int:
+    """Bytes of a full KV cache: keys and values, every layer, every token."""
+    return 2 * config.num_hidden_layers * batch * tokens * _kv_heads(config) * _head_dim(config) * bytes_per_value
+
+
+def prefill_activation_bytes(config, batch: int, seq: int, bytes_per_value: int = 2) -> int:
+    """One layer's working set in the prompt pass (layers run one at a time; SDPA keeps no
+    seq x seq matrix): residual in and out, queries, keys and values, the MLP's gate, up and
+    activated tensors."""
+    h, inter = config.hidden_size, config.intermediate_size
+    return batch * seq * (5 * h + 3 * inter) * bytes_per_value
+
+
+def training_activation_bytes(config, batch: int, seq: int, checkpointing: bool = False) -> int:
+    """Activations kept for the backward pass in 16-bit mixed precision, all layers.
+
+    Korthikanti et al. (2022): ``s b h (34 + 5 a s / h)`` bytes per layer. With
+    checkpointing every layer keeps only its 16-bit input (``2 s b h``) and one layer at a
+    time is recomputed in full.
+    """
+    h, a, layers = config.hidden_size, config.num_attention_heads, config.num_hidden_layers
+    per_layer = seq * batch * h * (34 + 5 * a * seq / h)
+    total = layers * 2 * seq * batch * h + per_layer if checkpointing else layers * per_layer
+    return round(total)
+
+
+def lora_parameters(config, rank: int) -> int:
+    """Parameters of a rank-``rank`` LoRA adapter on every projection of every layer."""
+    h, inter, hd = config.hidden_size, config.intermediate_size, _head_dim(config)
+    q_out, kv_out = config.num_attention_heads * hd, _kv_heads(config) * hd
+    shapes = [(h, q_out), (h, kv_out), (h, kv_out), (q_out, h), (h, inter), (h, inter), (inter, h)]
+    return config.num_hidden_layers * sum(rank * (d_in + d_out) for d_in, d_out in shapes)
+
+
+def breakdown(config, recipe: str = "inference", dtype="bfloat16", quantization: str | None = None,
+              double_quant: bool = False, batch: int = 1, context: int = 2048, checkpointing: bool = False,
+              lora_rank: int = 16) -> dict[str, int]:
+    """Bytes of each part of a job, by recipe; what the web page's calculator shows.
+
+    - ``inference``: weights in ``dtype`` (or quantized), the KV cache of ``batch`` x
+      ``context`` tokens and one layer's prompt-pass activations, both in the compute dtype.
+    - ``full``: full fine-tuning with mixed-precision AdamW: 16-bit weights and gradients,
+      fp32 master weights, two fp32 Adam moments (16 bytes per parameter), activations.
+    - ``lora``: frozen 16-bit base (``dtype``), an fp32 adapter with its gradients and Adam
+      moments (16 bytes per adapter parameter), activations.
+    - ``qlora``: the same with an nf4 base (``double_quant`` applies).
+
+    Weights are exact (:func:`estimate`); activations are the model's estimates above.
+    """
+    import torch
+
+    if recipe not in RECIPES:
+        raise EstimateError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    width = torch.tensor([], dtype=dtype).element_size()
+    if recipe == "inference":
+        return {"weights": estimate(config, dtype, quantization, double_quant).total_bytes,
+                "kv_cache": kv_cache_bytes(config, batch, context, width),
+                "activations": prefill_activation_bytes(config, batch, context, width)}
+    activations = training_activation_bytes(config, batch, context, checkpointing)
+    if recipe == "full":
+        n = estimate(config, torch.bfloat16).n_parameters
+        return {"weights": 2 * n, "gradients": 2 * n, "master_weights": 4 * n, "optimizer": 8 * n,
+                "activations": activations}
+    base = estimate(config, dtype, "nf4" if recipe == "qlora" else None, double_quant).total_bytes
+    p = lora_parameters(config, lora_rank)
+    return {"weights": base, "adapter": 4 * p, "gradients": 4 * p, "optimizer": 8 * p, "activations": activations}

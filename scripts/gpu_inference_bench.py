@@ -7,7 +7,7 @@ unmerged, merged and absent, and records a per-layer timeline of a model split o
 GPU and the CPU. Writes one JSON file with its provenance (GPU, driver, versions, date,
 the exact command). Takes about three minutes on an H100-class GPU.
 
-    python scripts/gpu_inference_bench.py --out book/data/gpu_inference.json
+    python scripts/gpu_inference_bench.py --out llmbook/data/gpu_inference_MYGPU.json
     python scripts/gpu_inference_bench.py --dry-run --out /tmp/dry.json   # CPU, seconds
 
 Without CUDA (or with ``--dry-run``) it runs the same code on a tiny model on the CPU
@@ -220,7 +220,7 @@ def run(args, argv: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "book" / "data" / "gpu_inference.json"),
+    parser.add_argument("--out", default=str(ROOT / "llmbook" / "data" / "gpu_inference.json"),
                         help="where to write the JSON results")
     parser.add_argument("--dry-run", action="store_true", help="tiny model on the CPU, for tests")
     args = parser.parse_args(argv)

@@ -1,12 +1,19 @@
 """Run every chapter's code cells as plain Python, each chapter in a fresh process.
 
-A quick check of the chapters on a machine without Jupyter (a bare GPU box, say): the
-code cells of each notebook run in order in one namespace, from ``book/``, with
-matplotlib's non-interactive backend. Prints one line per chapter (time, or the failing
-cell and its error) and writes a JSON summary. It is not the book build: glued values
-are printed instead of rendered (llmbook's glue fallback).
+A quick check of the chapters on a machine without Jupyter (a bare GPU box, say), and
+the engine of the scheduled canaries: the code cells of each notebook run in order in
+one namespace, from ``book/``, with matplotlib's non-interactive backend, and no
+execution cache. Prints one line per chapter (time, or the failing cell and its error)
+and writes a JSON summary. It is not the book build: glued values are printed instead
+of rendered (llmbook's glue fallback).
 
     python scripts/run_chapters_plain.py [--out summary.json] [chapter.ipynb ...]
+
+``--warnings-as-errors`` turns DeprecationWarning and FutureWarning raised by the
+chapters' own code or by llmbook into errors: run it against the newest libraries to
+learn what will break before it does (the "latest" canary does exactly that).
+``--colab`` imports ``google.colab`` first (or a stand-in where it is missing), so each
+chapter's Colab-only install cell runs as in Colab.
 """
 
 from __future__ import annotations
@@ -22,9 +29,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 RUNNER = r"""
-import json, sys, time, traceback
+import json, os, sys, time, traceback, types, warnings
 import matplotlib
 matplotlib.use("Agg")
+if os.environ.get("LLMBOOK_STRICT_WARNINGS"):
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("error", category=category, module=r"(__main__|llmbook(\..*)?)$")
+if os.environ.get("LLMBOOK_AS_COLAB"):
+    try:
+        import google.colab  # noqa: F401  (Google's Colab runtime image has it)
+    except ImportError:  # a stand-in, with the module spec that libraries probe for
+        import importlib.machinery
+        colab = types.ModuleType("google.colab")
+        colab.__spec__ = importlib.machinery.ModuleSpec("google.colab", None)
+        sys.modules["google.colab"] = colab
 nb = json.load(open(sys.argv[1]))
 ns = {"__name__": "__main__"}
 for i, cell in enumerate(nb["cells"]):
@@ -41,9 +59,13 @@ for i, cell in enumerate(nb["cells"]):
 """
 
 
-def run_chapter(path: Path, timeout_s: float) -> dict:
+def run_chapter(path: Path, timeout_s: float, strict: bool = False, colab: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "MPLBACKEND": "Agg"}
+    if strict:
+        env["LLMBOOK_STRICT_WARNINGS"] = "1"
+    if colab:
+        env["LLMBOOK_AS_COLAB"] = "1"
     start = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, "-c", RUNNER, str(path.resolve())], cwd=ROOT / "book", env=env,
@@ -72,11 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("chapters", nargs="*", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--timeout-s", type=float, default=300)
+    parser.add_argument("--warnings-as-errors", action="store_true",
+                        help="DeprecationWarning/FutureWarning from the chapters' code or llmbook fail the chapter")
+    parser.add_argument("--colab", action="store_true", help="run as in Colab (the install cells run)")
     args = parser.parse_args(argv)
     chapters = args.chapters or sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
     results = []
     for path in chapters:
-        r = run_chapter(path, args.timeout_s)
+        r = run_chapter(path, args.timeout_s, args.warnings_as_errors, args.colab)
         results.append(r)
         status = "ok" if r["ok"] else "FAILED"
         print(f"{r['chapter']}: {status} in {r['seconds']:.1f} s", flush=True)
@@ -84,7 +109,20 @@ def main(argv: list[str] | None = None) -> int:
             print("   ", r["error"].strip().splitlines()[-1] if r["error"].strip() else "", flush=True)
         if args.out:
             args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps({"versions": versions()}), flush=True)
     return 0 if all(r["ok"] for r in results) else 1
+
+
+def versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "transformers", "accelerate", "bitsandbytes", "peft", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 if __name__ == "__main__":

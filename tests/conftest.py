@@ -65,10 +65,14 @@ class Build:
 def built_book(tmp_path_factory) -> Build:
     """The whole book, built from scratch (empty execution cache) once per test session.
 
-    Set LLMBOOK_BUILD_DIR to keep the build (CI uploads it as an artifact).
+    Set LLMBOOK_BUILD_DIR to keep the build (CI uploads it as an artifact). While working
+    on the site tests, LLMBOOK_REUSE_BUILD=1 reuses a finished build in that folder.
     """
     keep = os.environ.get("LLMBOOK_BUILD_DIR")
     output = Path(keep).resolve() if keep else tmp_path_factory.mktemp("book")
+    if keep and os.environ.get("LLMBOOK_REUSE_BUILD") and (output / "build.log").exists():
+        log = (output / "build.log").read_text()
+        return Build(0 if "build succeeded" in log else 1, log, output / "_build" / "html", output)
     if output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True)

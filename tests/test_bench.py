@@ -123,7 +123,7 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
 
 
 def test_recorded_gpu_run_has_full_provenance():
-    data = json.loads((ROOT / "book" / "data" / "gpu_inference_h200.json").read_text())
+    data = bench.recorded_run("gpu_inference_h200.json")
     prov = data["provenance"]
     assert prov["device"] == "cuda" and prov["device_name"] and prov["driver"] and prov["cuda_runtime"]
     assert prov["command"].startswith("python scripts/gpu_inference_bench.py")
@@ -170,3 +170,30 @@ def test_plain_chapter_runner_reports_the_failing_cell(tmp_path):
     assert summary["98_good.ipynb"]["ok"] and "2" in summary["98_good.ipynb"]["stdout_tail"]
     assert not summary["99_bad.ipynb"]["ok"]
     assert summary["99_bad.ipynb"]["error"].startswith("cell 1:") and "planted" in summary["99_bad.ipynb"]["error"]
+
+
+def test_plain_runner_turns_the_chapters_deprecations_into_errors(tmp_path):
+    import nbformat
+
+    code = "import warnings\nwarnings.warn('old API', DeprecationWarning)\nprint('still here')"
+    nb = tmp_path / "97_deprecated.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), nb)
+    relaxed = subprocess.run([sys.executable, "scripts/run_chapters_plain.py", str(nb)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert relaxed.returncode == 0, relaxed.stdout
+    strict = subprocess.run([sys.executable, "scripts/run_chapters_plain.py", "--warnings-as-errors", str(nb)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert strict.returncode == 1 and "DeprecationWarning: old API" in strict.stdout
+    assert "97_deprecated.ipynb: FAILED" in strict.stdout
+
+
+def test_plain_runner_can_run_the_colab_install_cell(tmp_path):
+    import nbformat
+
+    code = "import sys\nprint('colab' if 'google.colab' in sys.modules else 'not colab')"
+    nb = tmp_path / "96_colab.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), nb)
+    out = tmp_path / "s.json"
+    subprocess.run([sys.executable, "scripts/run_chapters_plain.py", "--colab", str(nb), "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=120)
+    assert "\ncolab\n" in "\n" + json.loads(out.read_text())[0]["stdout_tail"]

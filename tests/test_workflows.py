@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -29,9 +30,43 @@ def tool(name: str) -> str:
     return str(found)
 
 
-def test_two_workflows_exist():
+def test_the_workflows_exist():
     names = {p.name for p in WORKFLOWS}
-    assert {"book-gpu.yml", "pr-cpu.yml"} <= names
+    assert {"book-gpu.yml", "pr-cpu.yml", "canary-colab.yml", "canary-latest.yml"} <= names
+
+
+@pytest.mark.parametrize("name", ["canary-colab.yml", "canary-latest.yml"])
+def test_canaries_are_scheduled_run_every_chapter_afresh_and_report(name):
+    wf = load(ROOT / ".github" / "workflows" / name)
+    assert wf["on"]["schedule"][0]["cron"] and "workflow_dispatch" in wf["on"]
+    (job,) = wf["jobs"].values()
+    runs = "\n".join(s.get("run", "") for s in job["steps"])
+    assert "scripts/run_chapters_plain.py" in runs, "chapters run with no execution cache"
+    assert "jupyter_cache" not in runs and not any(s.get("uses", "").startswith("actions/cache") for s in job["steps"])
+    assert "scripts/canary_report.py" in runs and "GITHUB_STEP_SUMMARY" in runs
+    report = next(s for s in job["steps"] if "canary_report.py" in s.get("run", ""))
+    assert report.get("if") == "always()", "report even (especially) when a chapter broke"
+    if name == "canary-colab.yml":
+        assert job["container"]["image"].startswith("us-docker.pkg.dev/colab-images/public/runtime")
+        assert "--colab" in runs
+    else:
+        assert "--warnings-as-errors" in runs
+        assert all(lib in runs for lib in ("torch", "transformers", "accelerate", "bitsandbytes", "peft"))
+        assert "--upgrade" in runs
+
+
+def test_canary_report_names_the_broken_chapter(tmp_path):
+    summary = [{"chapter": "01_a.ipynb", "ok": True, "seconds": 3.0, "error": None},
+               {"chapter": "02_b.ipynb", "ok": False, "seconds": 5.0,
+                "error": "cell 4: Traceback...\nTypeError: load_in_8bit is gone"}]
+    (tmp_path / "s.json").write_text(json.dumps(summary))
+    out = subprocess.run([sys.executable, "scripts/canary_report.py", str(tmp_path / "s.json"), "Colab runtime"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "1 of 2 chapters ran" in out
+    assert "| 02_b.ipynb | **FAILED** | 5 | TypeError: load_in_8bit is gone |" in out
+    missing = subprocess.run([sys.executable, "scripts/canary_report.py", str(tmp_path / "none.json"), "x"],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "No summary was written" in missing
 
 
 def test_workflows_match_the_github_schema():

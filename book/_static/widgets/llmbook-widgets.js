@@ -1,0 +1,534 @@
+/*
+ * LLM Memory & Precision: two widgets that run without a kernel.
+ *
+ * - Float explorer: a value's bits in fp32, fp16, bf16, fp8 e4m3 and e5m2, decoded,
+ *   with its rounding error and neighbours; bits flip on click (or Enter/Space); the
+ *   same value through absmax int8 and the NF4 code book for a given scale.
+ * - Memory calculator: weights, KV cache, activations, gradients and optimizer states
+ *   for inference, full fine-tuning, LoRA and QLoRA, against common GPU sizes.
+ *
+ * Plain JavaScript, no build step, no network. The arithmetic mirrors the book's Python
+ * package (llmbook.memory) and PyTorch / ml_dtypes / bitsandbytes; test vectors generated
+ * from Python (vectors.json) are checked against it in CI (Node and headless Chromium).
+ * Works as a browser script (window.LLMBookWidgets) and as a CommonJS module (Node).
+ */
+(function (root) {
+  "use strict";
+
+  // ---------------------------------------------------------------- float formats
+  // ebits/mbits: exponent and mantissa widths. ieee: exponent all-ones means inf/NaN.
+  // e4m3fn (fn = finite, NaN only): all-ones exponent is a normal binade except
+  // mantissa all-ones, which is NaN; there is no infinity. Overflow follows ml_dtypes
+  // (round to nearest even, then inf where the format has it, else NaN); note that
+  // torch instead saturates to the largest finite value for float8_e4m3fn.
+  const FORMATS = {
+    fp32: { name: "fp32", ebits: 8, mbits: 23, ieee: true },
+    fp16: { name: "fp16", ebits: 5, mbits: 10, ieee: true },
+    bf16: { name: "bf16", ebits: 8, mbits: 7, ieee: true },
+    e4m3: { name: "fp8 e4m3", ebits: 4, mbits: 3, ieee: false },
+    e5m2: { name: "fp8 e5m2", ebits: 5, mbits: 2, ieee: true },
+  };
+  for (const f of Object.values(FORMATS)) {
+    f.bias = (1 << (f.ebits - 1)) - 1;
+    f.width = 1 + f.ebits + f.mbits;
+    f.expMax = (1 << f.ebits) - 1; // all-ones exponent field
+  }
+
+  function pow2(n) {
+    return Math.pow(2, n);
+  }
+
+  /** Value of a bit pattern (an integer below 2**width) in format f. */
+  function decode(bits, f) {
+    const sign = Math.floor(bits / pow2(f.width - 1)) % 2 ? -1 : 1;
+    const e = Math.floor(bits / pow2(f.mbits)) % pow2(f.ebits);
+    const m = bits % pow2(f.mbits);
+    if (f.ieee && e === f.expMax) return m === 0 ? sign * Infinity : NaN;
+    if (!f.ieee && e === f.expMax && m === pow2(f.mbits) - 1) return NaN;
+    if (e === 0) return sign * m * pow2(1 - f.bias - f.mbits);
+    return sign * (pow2(f.mbits) + m) * pow2(e - f.bias - f.mbits);
+  }
+
+  function nanBits(f) {
+    return f.ieee ? (f.expMax * pow2(f.mbits) + pow2(f.mbits - 1)) : (pow2(f.width - 1) - 1);
+  }
+
+  function maxFiniteBits(f) {
+    return f.ieee ? (f.expMax - 1) * pow2(f.mbits) + pow2(f.mbits) - 1 : f.expMax * pow2(f.mbits) + pow2(f.mbits) - 2;
+  }
+
+  function roundHalfEven(q) {
+    const fl = Math.floor(q);
+    const d = q - fl;
+    if (d > 0.5) return fl + 1;
+    if (d < 0.5) return fl;
+    return fl % 2 === 0 ? fl : fl + 1;
+  }
+
+  /** Nearest bit pattern to x in format f (round half to even). */
+  function encode(x, f) {
+    if (Number.isNaN(x)) return nanBits(f);
+    const signBit = x < 0 || Object.is(x, -0) ? pow2(f.width - 1) : 0;
+    const a = Math.abs(x);
+    const overflow = signBit + (f.ieee ? f.expMax * pow2(f.mbits) : nanBits(f));
+    if (a === Infinity) return overflow;
+    if (a === 0) return signBit;
+    const minExp = 1 - f.bias;
+    let e = Math.floor(Math.log2(a));
+    if (pow2(e) > a) e -= 1; // log2 can be off by one near powers of two
+    else if (pow2(e + 1) <= a) e += 1;
+    if (e < minExp) e = minExp; // subnormal range: fixed exponent
+    let r = roundHalfEven(a / pow2(e - f.mbits)); // scaled significand, an integer
+    if (r === pow2(f.mbits + 1)) { r /= 2; e += 1; }
+    let bits;
+    if (r < pow2(f.mbits)) bits = r; // subnormal (or zero): exponent field 0
+    else bits = (e + f.bias) * pow2(f.mbits) + (r - pow2(f.mbits));
+    if (bits > maxFiniteBits(f)) return overflow;
+    return signBit + bits;
+  }
+
+  function classify(bits, f) {
+    const v = decode(bits, f);
+    if (Number.isNaN(v)) return "NaN";
+    if (!Number.isFinite(v)) return "infinity";
+    if (v === 0) return "zero";
+    const e = Math.floor(bits / pow2(f.mbits)) % pow2(f.ebits);
+    return e === 0 ? "subnormal" : "normal";
+  }
+
+  /** The representable values just below and above the (finite) value of bits. */
+  function neighbours(bits, f) {
+    const v = decode(bits, f);
+    if (!Number.isFinite(v)) return { below: null, above: null };
+    const signBit = pow2(f.width - 1);
+    const mag = bits % signBit;
+    const negative = bits >= signBit;
+    const maxMag = maxFiniteBits(f);
+    const up = (m) => (m >= maxMag ? null : m + 1); // away from zero, finite only
+    const step = (m, neg) => (m === null ? null : decode((neg ? signBit : 0) + m, f));
+    let below; let above;
+    if (mag === 0) {
+      below = -decode(1, f); above = decode(1, f);
+    } else if (!negative) {
+      below = step(mag - 1, false); above = step(up(mag), false);
+    } else {
+      below = step(up(mag), true); above = step(mag - 1, true);
+    }
+    return { below, above };
+  }
+
+  function fields(bits, f) {
+    const s = bits.toString(2).padStart(f.width, "0");
+    return { sign: s.slice(0, 1), exponent: s.slice(1, 1 + f.ebits), mantissa: s.slice(1 + f.ebits) };
+  }
+
+  // ---------------------------------------------------------------- int8 and nf4
+  /** bitsandbytes' NF4 code book (bitsandbytes.functional.get_4bit_type("nf4")). */
+  const NF4 = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0];
+
+  /** Absmax int8: q = round(127 x / absmax) (half to even), clamped to [-127, 127]. */
+  function quantizeInt8(x, absmax) {
+    const q = Math.max(-127, Math.min(127, roundHalfEven((127 * x) / absmax)));
+    return { code: q, value: (q * absmax) / 127 };
+  }
+
+  /** NF4: the code book entry nearest to x / absmax (bitsandbytes compares with the
+   * midpoints between entries); value = entry x absmax. */
+  function quantizeNf4(x, absmax) {
+    const n = Math.max(-1, Math.min(1, x / absmax));
+    let code = 0;
+    for (let i = 0; i < NF4.length - 1; i++) if (n > (NF4[i] + NF4[i + 1]) / 2) code = i + 1;
+    return { code, value: NF4[code] * absmax };
+  }
+
+  // ---------------------------------------------------------------- memory
+  const BLOCK4 = 64; const NESTED = 256; const CODE4 = 16; const CODE8 = 256;
+  const RECIPES = ["inference", "full", "lora", "qlora"];
+
+  function headDim(c) { return c.head_dim || c.hidden_size / c.num_attention_heads; }
+  function kvHeads(c) { return c.num_key_value_heads || c.num_attention_heads; }
+
+  /** The linear layers of one Llama block: [in, out] per projection. */
+  function blockLinears(c) {
+    const h = c.hidden_size; const q = c.num_attention_heads * headDim(c); const kv = kvHeads(c) * headDim(c);
+    const i = c.intermediate_size;
+    return [[h, q], [h, kv], [h, kv], [q, h], [h, i], [h, i], [i, h]];
+  }
+
+  function constants(numel, outFeatures, quant, doubleQuant) {
+    if (quant === "int8") return 4 * outFeatures;
+    if (quant !== "nf4") return 0;
+    const blocks = Math.ceil(numel / BLOCK4);
+    if (!doubleQuant) return 4 * blocks + 4 * CODE4;
+    return blocks + 4 * Math.ceil(blocks / NESTED) + 4 * CODE8 + 4 + 4 * CODE4;
+  }
+
+  function parameters(c) {
+    const linear = blockLinears(c).reduce((s, [a, b]) => s + a * b, 0);
+    const perLayer = linear + 2 * c.hidden_size;
+    const emb = c.vocab_size * c.hidden_size;
+    return emb * (c.tie_word_embeddings ? 1 : 2) + c.num_hidden_layers * perLayer + c.hidden_size;
+  }
+
+  /** Bytes of a Llama model's weights as transformers + bitsandbytes store them
+   * (llmbook.memory.estimate): embeddings, head and norms in dtype; the blocks' linear
+   * layers quantized when asked; rotary buffers in fp32; quantization constants. */
+  function weightBytes(c, width, quant, doubleQuant) {
+    const emb = c.vocab_size * c.hidden_size;
+    let bytes = emb * width * (c.tie_word_embeddings ? 1 : 2);
+    bytes += (2 * c.num_hidden_layers + 1) * c.hidden_size * width; // RMSNorm weights
+    bytes += 2 * (headDim(c) / 2) * 4; // rotary inv_freq and original_inv_freq, fp32
+    for (const [din, dout] of blockLinears(c)) {
+      const numel = din * dout;
+      let w;
+      if (quant === "int8") w = numel;
+      else if (quant === "nf4") w = Math.floor((numel + 1) / 2);
+      else w = numel * width;
+      bytes += c.num_hidden_layers * (w + constants(numel, dout, quant, doubleQuant));
+    }
+    return bytes;
+  }
+
+  function kvCacheBytes(c, batch, tokens, width) {
+    return 2 * c.num_hidden_layers * batch * tokens * kvHeads(c) * headDim(c) * width;
+  }
+
+  function prefillActivationBytes(c, batch, seq, width) {
+    return batch * seq * (5 * c.hidden_size + 3 * c.intermediate_size) * width;
+  }
+
+  function trainingActivationBytes(c, batch, seq, checkpointing) {
+    const h = c.hidden_size; const a = c.num_attention_heads; const L = c.num_hidden_layers;
+    const perLayer = seq * batch * h * (34 + (5 * a * seq) / h);
+    const total = checkpointing ? L * 2 * seq * batch * h + perLayer : L * perLayer;
+    return Math.round(total); // Python's round: half to even; totals here are integers or far from .5
+  }
+
+  function loraParameters(c, rank) {
+    return c.num_hidden_layers * blockLinears(c).reduce((s, [a, b]) => s + rank * (a + b), 0);
+  }
+
+  const WIDTH = { float32: 4, bfloat16: 2, float16: 2 };
+
+  /** Same as llmbook.memory.breakdown: bytes of each part of a job. */
+  function breakdown(c, o) {
+    const opts = Object.assign({ recipe: "inference", dtype: "bfloat16", quantization: null, double_quant: false,
+      batch: 1, context: 2048, checkpointing: false, lora_rank: 16 }, o || {});
+    const width = WIDTH[opts.dtype];
+    if (!width) throw new Error("unknown dtype " + opts.dtype);
+    if (RECIPES.indexOf(opts.recipe) < 0) throw new Error("unknown recipe " + opts.recipe);
+    if (opts.recipe === "inference") {
+      return { weights: weightBytes(c, width, opts.quantization, opts.double_quant),
+        kv_cache: kvCacheBytes(c, opts.batch, opts.context, width),
+        activations: prefillActivationBytes(c, opts.batch, opts.context, width) };
+    }
+    const act = trainingActivationBytes(c, opts.batch, opts.context, opts.checkpointing);
+    if (opts.recipe === "full") {
+      const n = parameters(c);
+      return { weights: 2 * n, gradients: 2 * n, master_weights: 4 * n, optimizer: 8 * n, activations: act };
+    }
+    const base = weightBytes(c, width, opts.recipe === "qlora" ? "nf4" : null, opts.double_quant);
+    const p = loraParameters(c, opts.lora_rank);
+    return { weights: base, adapter: 4 * p, gradients: 4 * p, optimizer: 8 * p, activations: act };
+  }
+
+  const api = { FORMATS, NF4, RECIPES, decode, encode, classify, neighbours, fields, roundHalfEven,
+    quantizeInt8, quantizeNf4, parameters, weightBytes, kvCacheBytes, prefillActivationBytes,
+    trainingActivationBytes, loraParameters, breakdown };
+
+  // ---------------------------------------------------------------- user interface
+  function el(tag, attrs, children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "text") e.textContent = v; else e.setAttribute(k, v);
+    }
+    for (const ch of children || []) e.appendChild(ch);
+    return e;
+  }
+
+  function fmt(v) {
+    if (v === null || v === undefined) return "-";
+    if (Number.isNaN(v)) return "NaN";
+    if (!Number.isFinite(v)) return v > 0 ? "+inf" : "-inf";
+    if (v === 0) return Object.is(v, -0) ? "-0" : "0";
+    const a = Math.abs(v);
+    return a >= 1e6 || a < 1e-4 ? v.toExponential(6) : String(Number(v.toPrecision(8)));
+  }
+
+  function floatExplorer(host) {
+    const id = "fx" + Math.random().toString(36).slice(2, 8);
+    const input = el("input", { type: "text", id: id + "-v", value: host.dataset.value || "0.1", inputmode: "decimal",
+      "aria-describedby": id + "-help", class: "llmb-input" });
+    const slider = el("input", { type: "range", min: "-16", max: "16", step: "0.01", value: "0",
+      "aria-label": "drag: value on a logarithmic scale (2 to the power shown)", class: "llmb-slider" });
+    const scale = el("input", { type: "text", id: id + "-s", value: host.dataset.scale || "1", inputmode: "decimal",
+      class: "llmb-input llmb-small" });
+    const table = el("table", { class: "llmb-table" });
+    const qtable = el("table", { class: "llmb-table" });
+    host.appendChild(el("div", { class: "llmb-controls" }, [
+      el("label", { for: id + "-v", text: "Value " }), input, slider,
+      el("label", { for: id + "-s", text: " Scale (absmax) for int8 and nf4 " }), scale]));
+    host.appendChild(el("p", { id: id + "-help", class: "llmb-help",
+      text: "Type a number (1e-5, -65504, inf, nan), or drag. Click a bit, or focus it and press Enter or Space, to flip it." }));
+    host.appendChild(table);
+    host.appendChild(qtable);
+
+    function setValue(x) { input.value = fmt(x) === "NaN" ? "nan" : fmt(x); render(); }
+
+    function parse(s) {
+      const t = s.trim().toLowerCase();
+      if (t === "nan") return NaN;
+      if (t === "inf" || t === "+inf" || t === "infinity") return Infinity;
+      if (t === "-inf" || t === "-infinity") return -Infinity;
+      return t === "" ? NaN : Number(t);
+    }
+
+    function render() {
+      const x = parse(input.value);
+      table.innerHTML = "";
+      table.appendChild(el("caption", { text: "The value in each format" }));
+      table.appendChild(el("tr", {}, ["format", "stored value", "bits (sign, exponent, mantissa)", "kind",
+        "rounding error", "next below", "next above"].map((t) => el("th", { scope: "col", text: t }))));
+      for (const [key, f] of Object.entries(FORMATS)) {
+        const bits = encode(x, f);
+        const v = decode(bits, f);
+        const parts = fields(bits, f);
+        const bitCell = el("td", { class: "llmb-bits" });
+        let index = f.width - 1;
+        for (const [part, str] of [["sign", parts.sign], ["exponent", parts.exponent], ["mantissa", parts.mantissa]]) {
+          for (const ch of str) {
+            const position = index;
+            const b = el("button", { type: "button", class: "llmb-bit llmb-" + part, "data-format": key,
+              "data-bit": String(position), "aria-label": f.name + " " + part + " bit " + position + ", now " + ch,
+              text: ch });
+            b.addEventListener("click", () => {
+              const flipped = Math.floor(bits / pow2(position)) % 2 ? bits - pow2(position) : bits + pow2(position);
+              setValue(decode(flipped, f));
+              const again = host.querySelector(`button[data-format="${key}"][data-bit="${position}"]`);
+              if (again) again.focus();
+            });
+            bitCell.appendChild(b);
+            index -= 1;
+          }
+          bitCell.appendChild(document.createTextNode(" "));
+        }
+        const err = Number.isFinite(x) && Number.isFinite(v) ? v - x : null;
+        const rel = err !== null && x !== 0 ? " (" + (100 * Math.abs(err / x)).toPrecision(3) + "%)" : "";
+        const nb = neighbours(bits, f);
+        table.appendChild(el("tr", { "data-format": key }, [
+          el("th", { scope: "row", text: f.name }), el("td", { class: "llmb-value", text: fmt(v) }), bitCell,
+          el("td", { class: "llmb-kind", text: classify(bits, f) }),
+          el("td", { text: err === null ? "-" : fmt(err) + rel }),
+          el("td", { text: fmt(nb.below) }), el("td", { text: fmt(nb.above) })]));
+      }
+      const s = parse(scale.value);
+      qtable.innerHTML = "";
+      qtable.appendChild(el("caption", { text: "Through a quantizer with this scale" }));
+      qtable.appendChild(el("tr", {}, ["quantizer", "code", "dequantized value", "error"].map(
+        (t) => el("th", { scope: "col", text: t }))));
+      for (const [name, q] of [["absmax int8", quantizeInt8], ["nf4", quantizeNf4]]) {
+        const ok = Number.isFinite(x) && Number.isFinite(s) && s > 0;
+        const r = ok ? q(x, s) : null;
+        qtable.appendChild(el("tr", { "data-quantizer": name }, [el("th", { scope: "row", text: name }),
+          el("td", { class: "llmb-code", text: r ? String(r.code) : "-" }),
+          el("td", { class: "llmb-value", text: r ? fmt(r.value) : "needs a finite value and a scale above 0" }),
+          el("td", { text: r ? fmt(r.value - x) : "-" })]));
+      }
+      const a = Math.abs(x);
+      if (Number.isFinite(a) && a > 0) slider.value = String(Math.max(-16, Math.min(16, Math.log2(a))));
+    }
+
+    input.addEventListener("input", render);
+    scale.addEventListener("input", render);
+    slider.addEventListener("input", () => {
+      const x = parse(input.value);
+      const sign = x < 0 ? -1 : 1;
+      input.value = fmt(sign * Number(pow2(Number(slider.value)).toPrecision(4)));
+      render();
+    });
+    render();
+  }
+
+  const GPUS = [["T4 / 16 GB", 16], ["RTX 4090 / 24 GB", 24], ["A100 / 40 GB", 40], ["A100, H100 / 80 GB", 80],
+    ["H200 / 141 GB", 141]];
+  const PART_LABELS = { weights: "weights", kv_cache: "KV cache", activations: "activations", gradients: "gradients",
+    master_weights: "fp32 master weights", optimizer: "optimizer states", adapter: "LoRA adapter" };
+  const PART_COLORS = { weights: "#0072B2", kv_cache: "#E69F00", activations: "#009E73", gradients: "#CC79A7",
+    master_weights: "#56B4E9", optimizer: "#D55E00", adapter: "#F0E442" };
+
+  function memoryCalculator(host, presets) {
+    const id = "mc" + Math.random().toString(36).slice(2, 8);
+    const fieldsSpec = [["hidden_size", "hidden size"], ["num_hidden_layers", "layers"], ["vocab_size", "vocabulary"],
+      ["num_attention_heads", "attention heads"], ["num_key_value_heads", "KV heads"],
+      ["intermediate_size", "MLP size"]];
+    const controls = el("div", { class: "llmb-grid" });
+    const preset = el("select", { id: id + "-preset" });
+    for (const name of Object.keys(presets)) preset.appendChild(el("option", { value: name, text: name }));
+    preset.appendChild(el("option", { value: "custom", text: "custom" }));
+    controls.appendChild(el("label", { for: id + "-preset", text: "Preset" }));
+    controls.appendChild(preset);
+    const inputs = {};
+    for (const [key, label] of fieldsSpec) {
+      inputs[key] = el("input", { type: "number", min: "1", step: "1", id: id + "-" + key, "data-field": key });
+      controls.appendChild(el("label", { for: id + "-" + key, text: label }));
+      controls.appendChild(inputs[key]);
+    }
+    const tie = el("input", { type: "checkbox", id: id + "-tie", "data-field": "tie_word_embeddings" });
+    controls.appendChild(el("label", { for: id + "-tie", text: "tied embeddings" }));
+    controls.appendChild(tie);
+    function select(key, label, options) {
+      const s = el("select", { id: id + "-" + key, "data-field": key });
+      for (const [v, t] of options) s.appendChild(el("option", { value: v, text: t }));
+      controls.appendChild(el("label", { for: id + "-" + key, text: label }));
+      controls.appendChild(s);
+      return s;
+    }
+    const recipe = select("recipe", "job", [["inference", "inference"], ["full", "full fine-tune (mixed-precision AdamW)"],
+      ["lora", "LoRA"], ["qlora", "QLoRA (nf4 base)"]]);
+    const dtype = select("dtype", "dtype", [["bfloat16", "bf16"], ["float16", "fp16"], ["float32", "fp32"]]);
+    const quant = select("quantization", "quantization (inference)", [["", "none"], ["int8", "int8 (LLM.int8)"],
+      ["nf4", "nf4"]]);
+    const dq = el("input", { type: "checkbox", id: id + "-dq", "data-field": "double_quant" });
+    controls.appendChild(el("label", { for: id + "-dq", text: "double quantization (4-bit)" }));
+    controls.appendChild(dq);
+    const num = (key, label, value) => {
+      const i = el("input", { type: "number", min: "1", step: "1", id: id + "-" + key, value: String(value), "data-field": key });
+      controls.appendChild(el("label", { for: id + "-" + key, text: label }));
+      controls.appendChild(i);
+      return i;
+    };
+    const batch = num("batch", "batch", 1);
+    const context = num("context", "context (tokens)", 4096);
+    const rank = num("lora_rank", "LoRA rank", 16);
+    const ckpt = el("input", { type: "checkbox", id: id + "-ckpt", "data-field": "checkpointing" });
+    controls.appendChild(el("label", { for: id + "-ckpt", text: "gradient checkpointing" }));
+    controls.appendChild(ckpt);
+    host.appendChild(controls);
+    const out = el("div", { class: "llmb-output", "aria-live": "polite" });
+    host.appendChild(out);
+
+    function loadPreset() {
+      const p = presets[preset.value];
+      if (!p) return;
+      for (const [key] of fieldsSpec) inputs[key].value = String(p[key]);
+      tie.checked = !!p.tie_word_embeddings;
+    }
+
+    function config() {
+      const c = {};
+      for (const [key] of fieldsSpec) c[key] = Number(inputs[key].value);
+      c.tie_word_embeddings = tie.checked;
+      return c;
+    }
+
+    function render() {
+      const c = config();
+      out.innerHTML = "";
+      const bad = fieldsSpec.filter(([k]) => !(Number.isInteger(c[k]) && c[k] > 0)).map(([, l]) => l);
+      if (!bad.length && c.hidden_size % c.num_attention_heads) bad.push("hidden size divisible by heads");
+      if (!bad.length && c.num_attention_heads % c.num_key_value_heads) bad.push("heads divisible by KV heads");
+      if (bad.length) { out.appendChild(el("p", { class: "llmb-error", text: "Check: " + bad.join(", ") })); return; }
+      const parts = breakdown(c, { recipe: recipe.value, dtype: dtype.value, quantization: quant.value || null,
+        double_quant: dq.checked, batch: Number(batch.value), context: Number(context.value),
+        checkpointing: ckpt.checked, lora_rank: Number(rank.value) });
+      const GiB = Math.pow(2, 30);
+      const total = Object.values(parts).reduce((s, v) => s + v, 0);
+      out.appendChild(el("p", { class: "llmb-total", "data-total-bytes": String(total),
+        text: (parameters(c) / 1e9).toFixed(2) + "B parameters; total " + (total / GiB).toFixed(2) + " GiB" }));
+      const maxGiB = Math.max(total / GiB, 16) * 1.08;
+      const W = 640; const H = 64; const scaleX = (g) => 10 + (g / maxGiB) * (W - 20);
+      const ns = "http://www.w3.org/2000/svg";
+      const svg = document.createElementNS(ns, "svg");
+      svg.setAttribute("viewBox", `0 0 ${W} ${H + 38}`);
+      svg.setAttribute("role", "img");
+      svg.setAttribute("class", "llmb-bar");
+      svg.setAttribute("aria-label", "Stacked bar of memory by part, total " + (total / GiB).toFixed(2) +
+        " GiB, with lines at common GPU memory sizes");
+      let x = 0;
+      for (const [k, v] of Object.entries(parts)) {
+        const r = document.createElementNS(ns, "rect");
+        r.setAttribute("x", String(scaleX(x / GiB))); r.setAttribute("y", "8");
+        r.setAttribute("width", String(Math.max(0, scaleX((x + v) / GiB) - scaleX(x / GiB))));
+        r.setAttribute("height", String(H - 24)); r.setAttribute("fill", PART_COLORS[k]);
+        r.setAttribute("data-part", k);
+        svg.appendChild(r);
+        x += v;
+      }
+      let lastLabel = -Infinity;
+      for (const [name, g] of GPUS) {
+        if (g > maxGiB) continue;
+        const l = document.createElementNS(ns, "line");
+        l.setAttribute("x1", String(scaleX(g))); l.setAttribute("x2", String(scaleX(g)));
+        l.setAttribute("y1", "2"); l.setAttribute("y2", String(H - 10)); l.setAttribute("stroke", "#444");
+        l.setAttribute("stroke-dasharray", "3 3");
+        svg.appendChild(l);
+        if (scaleX(g) - lastLabel < 44) continue; // too close to the last label to read
+        lastLabel = scaleX(g);
+        const t = document.createElementNS(ns, "text");
+        t.setAttribute("x", String(scaleX(g))); t.setAttribute("y", String(H + 4)); t.setAttribute("font-size", "10");
+        t.setAttribute("text-anchor", "middle"); t.textContent = g + " GiB";
+        const tip = document.createElementNS(ns, "title");
+        tip.textContent = name;
+        l.appendChild(tip);
+        svg.appendChild(t);
+      }
+      const axis = document.createElementNS(ns, "text");
+      axis.setAttribute("x", String(W / 2)); axis.setAttribute("y", String(H + 30)); axis.setAttribute("font-size", "11");
+      axis.setAttribute("text-anchor", "middle"); axis.textContent = "memory (GiB)";
+      svg.appendChild(axis);
+      out.appendChild(svg);
+      const t = el("table", { class: "llmb-table" });
+      t.appendChild(el("tr", {}, ["part", "GiB", "bytes"].map((h) => el("th", { scope: "col", text: h }))));
+      for (const [k, v] of Object.entries(parts)) {
+        const sw = el("span", { class: "llmb-swatch", "aria-hidden": "true" });
+        sw.style.background = PART_COLORS[k];
+        const th = el("th", { scope: "row" }, [sw]);
+        th.appendChild(document.createTextNode(" " + PART_LABELS[k]));
+        t.appendChild(el("tr", { "data-part": k }, [th, el("td", { text: (v / GiB).toFixed(3) }),
+          el("td", { class: "llmb-bytes", text: v.toLocaleString("en-US") })]));
+      }
+      out.appendChild(t);
+      const fits = GPUS.filter(([, g]) => total <= g * GiB * 0.95).map(([n]) => n);
+      out.appendChild(el("p", { class: "llmb-fits", text: fits.length ? "Fits (with 5% to spare for the CUDA context " +
+        "and fragmentation) on: " + fits.join(", ") : "Fits on none of these single GPUs." }));
+    }
+
+    preset.addEventListener("change", () => { loadPreset(); render(); });
+    controls.addEventListener("input", (e) => {
+      if (e.target.dataset.field && fieldsSpec.some(([k]) => k === e.target.dataset.field) ||
+          e.target === tie) preset.value = "custom";
+      render();
+    });
+    controls.addEventListener("change", render);
+    preset.value = host.dataset.preset && presets[host.dataset.preset] ? host.dataset.preset : Object.keys(presets)[0];
+    loadPreset();
+    render();
+  }
+
+  function mountAll(doc) {
+    doc.querySelectorAll("[data-llmb-widget]").forEach((h) => {
+      if (h.dataset.mounted) return;
+      h.dataset.mounted = "1";
+      h.classList.add("llmb-widget");
+      if (h.dataset.llmbWidget === "float-explorer") floatExplorer(h);
+      else if (h.dataset.llmbWidget === "memory-calculator") {
+        if (root.LLMBookPresets) memoryCalculator(h, root.LLMBookPresets);
+        else h.textContent = "The calculator's presets (presets.js) did not load; rebuild the site.";
+      }
+    });
+  }
+
+  api.floatExplorer = floatExplorer;
+  api.memoryCalculator = memoryCalculator;
+  api.mountAll = mountAll;
+
+  if (typeof module !== "undefined" && module.exports) module.exports = api;
+  if (typeof window !== "undefined") {
+    window.LLMBookWidgets = api;
+    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", () => mountAll(document));
+    else mountAll(document);
+  }
+})(this);

@@ -1,0 +1,89 @@
+// The widgets' arithmetic against test vectors generated from Python
+// (scripts/make_widget_data.py). Run: node --test tests/js/
+"use strict";
+const test = require("node:test");
+const assert = require("node:assert/strict");
+const path = require("node:path");
+const fs = require("node:fs");
+
+const W = require(path.join(__dirname, "..", "..", "book", "_static", "widgets", "llmbook-widgets.js"));
+const V = JSON.parse(fs.readFileSync(path.join(__dirname, "vectors.json"), "utf8"));
+
+const num = (v) => (v === "nan" ? NaN : v === "inf" ? Infinity : v === "-inf" ? -Infinity : v);
+const same = (a, b) => (Number.isNaN(a) && Number.isNaN(b)) || Object.is(a, b) || (a === b && a !== 0);
+
+test("vectors cover every format and quantizer", () => {
+  assert.ok(V.floats.length > 300);
+  assert.deepEqual(Object.keys(V.floats[0].formats).sort(), Object.keys(W.FORMATS).sort());
+  assert.ok(V.quantizers.length > 100 && V.memory.length > 100);
+});
+
+test("encode gives Python's bit pattern, decode its value, for every value and format", () => {
+  const failures = [];
+  for (const row of V.floats) {
+    const x = num(row.x);
+    for (const [key, want] of Object.entries(row.formats)) {
+      const f = W.FORMATS[key];
+      const bits = W.encode(x, f);
+      const value = W.decode(want.bits, f);
+      if (bits !== want.bits) failures.push(`${key} encode(${row.x}) = ${bits}, Python ${want.bits}`);
+      if (!same(value, num(want.value))) failures.push(`${key} decode(${want.bits}) = ${value}, Python ${want.value}`);
+    }
+  }
+  assert.deepEqual(failures, []);
+});
+
+test("neighbours match the formats' value tables", () => {
+  const failures = [];
+  for (const row of V.floats) {
+    for (const [key, want] of Object.entries(row.formats)) {
+      const nb = W.neighbours(want.bits, W.FORMATS[key]);
+      // the value next to the smallest subnormal is zero, whatever its sign
+      if (nb.below !== want.below) {
+        failures.push(`${key} below ${want.value}: ${nb.below} vs ${want.below}`);
+      }
+      if (nb.above !== want.above) {
+        failures.push(`${key} above ${want.value}: ${nb.above} vs ${want.above}`);
+      }
+    }
+  }
+  assert.deepEqual(failures, []);
+});
+
+test("known bit patterns", () => {
+  assert.equal(W.encode(1, W.FORMATS.fp32), 0x3f800000);
+  assert.equal(W.encode(65504, W.FORMATS.fp16), 0x7bff);
+  assert.equal(W.encode(65520, W.FORMATS.fp16), 0x7c00); // rounds to infinity
+  assert.equal(W.encode(448, W.FORMATS.e4m3), 0x7e);
+  assert.ok(Number.isNaN(W.decode(W.encode(500, W.FORMATS.e4m3), W.FORMATS.e4m3))); // no infinity in e4m3fn
+  assert.equal(W.classify(1, W.FORMATS.fp16), "subnormal");
+});
+
+test("int8 and nf4 match numpy and bitsandbytes", () => {
+  const failures = [];
+  for (const c of V.quantizers) {
+    const i8 = W.quantizeInt8(c.x, c.absmax);
+    const n4 = W.quantizeNf4(c.x, c.absmax);
+    if (i8.code !== c.int8 || Math.abs(i8.value - c.int8_value) > 1e-12 * Math.abs(c.absmax)) failures.push(`int8 ${c.x}/${c.absmax}: ${i8.code} vs ${c.int8}`);
+    if (n4.code !== c.nf4 || Math.abs(n4.value - c.nf4_value) > 1e-12 * Math.abs(c.absmax)) failures.push(`nf4 ${c.x}/${c.absmax}: ${n4.code} vs ${c.nf4}`);
+  }
+  assert.deepEqual(failures, []);
+});
+
+test("memory breakdowns equal llmbook.memory.breakdown to the byte", () => {
+  const failures = [];
+  for (const row of V.memory) {
+    if (W.parameters(row.config) !== row.parameters) failures.push(`${row.name} parameters ${W.parameters(row.config)} vs ${row.parameters}`);
+    const got = W.breakdown(row.config, row.options);
+    assert.deepEqual(Object.keys(got).sort(), Object.keys(row.parts).sort());
+    for (const [k, v] of Object.entries(row.parts)) {
+      if (got[k] !== v) failures.push(`${row.name} ${JSON.stringify(row.options)} ${k}: ${got[k]} vs ${v}`);
+    }
+  }
+  assert.deepEqual(failures.slice(0, 10), []);
+});
+
+test("bad options fail with a message", () => {
+  assert.throws(() => W.breakdown(V.memory[0].config, { recipe: "pretrain" }), /unknown recipe/);
+  assert.throws(() => W.breakdown(V.memory[0].config, { dtype: "float8" }), /unknown dtype/);
+});

@@ -1,0 +1,294 @@
+"""The built site in a real browser (headless Chromium through Playwright).
+
+The site is served on localhost from the from-scratch build (``built_book``). Each page
+must load with no console error and no failed request, ask nothing of any other host,
+render its maths, show its figures and outputs, and fit a phone's width. The two widgets
+are driven by typing and clicking, and their arithmetic is checked in the page against
+the Python-generated test vectors. Screenshots go to ``<build>/screenshots``.
+
+Needs Chromium (Debian's ``chromium``) and the ``playwright`` package; ``.ci/run``
+installs both and sets LLMBOOK_REQUIRE_BROWSER=1, so there a missing browser fails
+instead of skipping. Run alone: ``pytest -m browser``.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, chapter_notebooks, toc_files
+
+pytestmark = [pytest.mark.build, pytest.mark.browser]
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+VECTORS = json.loads((ROOT / "tests" / "js" / "vectors.json").read_text())
+
+
+def chromium_path() -> str | None:
+    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def site(built_book):
+    if built_book.returncode != 0:
+        pytest.fail("the book did not build; see test_book_builds_from_scratch_without_warnings")
+    handler = functools.partial(QuietHandler, directory=str(built_book.html))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def browser():
+    path = chromium_path()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        path = None
+    if path is None:
+        if os.environ.get("LLMBOOK_REQUIRE_BROWSER"):
+            pytest.fail("Chromium or playwright is missing: apt-get install chromium; pip install playwright")
+        pytest.skip("no Chromium/playwright here (apt-get install chromium; pip install playwright)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def shots(built_book) -> Path:
+    d = built_book.output / "screenshots"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+class Visit:
+    """One page load, recording console errors, failed requests and every URL asked for."""
+
+    def __init__(self, browser, url: str, viewport=DESKTOP):
+        self.context = browser.new_context(viewport=viewport)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.failed: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("requestfailed", lambda r: self.failed.append(f"{r.url} ({r.failure})"))
+        self.page.on("response", lambda r: self.failed.append(f"{r.url} (HTTP {r.status})") if r.status >= 400 else None)
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(url, wait_until="networkidle")
+
+    def close(self):
+        self.context.close()
+
+
+def pages() -> list[str]:
+    return [f"{entry}.html" for entry in toc_files()]
+
+
+@pytest.mark.parametrize("path", pages())
+def test_page_loads_cleanly_and_asks_no_third_party(site, browser, path):
+    v = Visit(browser, f"{site}/{path}")
+    try:
+        assert v.errors == [], v.errors
+        assert v.failed == [], v.failed
+        foreign = [u for u in v.requests if not u.startswith(site) and not u.startswith("data:")]
+        assert foreign == [], f"requests to other hosts: {foreign}"
+        # maths: MathJax ran, and no raw TeX delimiters are left in the text
+        if v.page.locator("div.math, span.math").count():
+            v.page.wait_for_selector("mjx-container", timeout=15000)
+            text = v.page.inner_text("main")
+            assert not re.search(r"\$[^$\s][^$]*\$|\\\(|\\\[", text), "raw TeX left on the page"
+        # figures: every image loaded, with a real size and alt text
+        for img in v.page.locator("main img").all():
+            assert img.evaluate("i => i.complete && i.naturalWidth > 0"), img.get_attribute("src")
+            alt, src = img.get_attribute("alt") or "", img.get_attribute("src")
+            assert len(alt) > (20 if "_images/" in src else 3), f"no real alt text: {src}"  # figures describe themselves
+    finally:
+        v.close()
+
+
+@pytest.mark.parametrize("path", [p for p in chapter_notebooks()], ids=lambda p: p.name)
+def test_chapter_shows_outputs_and_working_buttons(site, browser, path):
+    v = Visit(browser, f"{site}/book/{path.stem}.html")
+    try:
+        assert v.page.locator("div.cell_output").count() >= 3, "code cells without outputs"
+        hrefs = v.page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+        colab = [h for h in hrefs if h.startswith("https://colab.research.google.com/github/")]
+        assert colab and all(h.endswith(f"book/{path.name}") for h in colab), colab
+        assert (ROOT / "book" / path.name).is_file()
+        downloads = [h for h in hrefs if h.startswith(site) and h.endswith(".ipynb")]
+        assert downloads, "no download button for the notebook"
+        for h in downloads:
+            r = v.context.request.get(h)
+            assert r.ok and json.loads(r.body())["cells"], h
+    finally:
+        v.close()
+
+
+def test_search_finds_a_term_from_a_chapter(site, browser):
+    v = Visit(browser, f"{site}/search.html?q=bitsandbytes")
+    try:
+        v.page.wait_for_selector("#search-results ul li a, ul.search li a", timeout=20000)
+        links = v.page.eval_on_selector_all("ul.search li a", "els => els.map(e => e.getAttribute('href'))")
+        assert any("04_llm_int8_nf4" in h for h in links), links
+    finally:
+        v.close()
+
+
+@pytest.mark.parametrize("stem", ["intro"] + [p.stem for p in chapter_notebooks()][:3] + ["float_explorer", "memory_calculator"])
+def test_layout_fits_a_phone(site, browser, shots, stem):
+    v = Visit(browser, f"{site}/book/{stem}.html", viewport=PHONE)
+    try:
+        overflow = v.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"the page scrolls sideways by {overflow}px at phone width"
+        if stem.startswith("0"):
+            v.page.screenshot(path=str(shots / f"{stem}-phone.png"), full_page=False)
+    finally:
+        v.close()
+
+
+def test_chapter_screenshots_at_desktop_width(site, browser, shots):
+    stem = chapter_notebooks()[1].stem
+    v = Visit(browser, f"{site}/book/{stem}.html")
+    try:
+        v.page.screenshot(path=str(shots / f"{stem}-desktop.png"), full_page=False)
+        assert (shots / f"{stem}-desktop.png").stat().st_size > 10_000
+    finally:
+        v.close()
+
+
+# --- the widgets ------------------------------------------------------------------
+
+def row_value(page, fmt: str) -> str:
+    return page.locator(f"tr[data-format='{fmt}'] td.llmb-value").first.inner_text()
+
+
+def bits_of(page, fmt: str) -> str:
+    return "".join(page.locator(f"tr[data-format='{fmt}'] button.llmb-bit").all_inner_texts())
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_float_explorer_by_typing_and_clicking(site, browser, shots, viewport):
+    v = Visit(browser, f"{site}/book/float_explorer.html", viewport=viewport)
+    try:
+        page = v.page
+        value = page.locator("[data-llmb-widget='float-explorer'] input.llmb-input").first
+        value.fill("65504")
+        assert bits_of(page, "fp16") == "0111101111111111"
+        assert row_value(page, "fp16") == "65504"
+        value.fill("65520")
+        assert row_value(page, "fp16") == "+inf" and row_value(page, "bf16") == "65536"
+        value.fill("1")
+        assert bits_of(page, "fp32") == "0" + "01111111" + "0" * 23
+        page.locator("tr[data-format='fp32'] button[data-bit='31']").click()  # the sign bit
+        assert row_value(page, "fp32") == "-1" and value.input_value() == "-1"
+        bit = page.locator("tr[data-format='bf16'] button[data-bit='6']")  # top mantissa bit, by keyboard
+        bit.focus()
+        page.keyboard.press("Enter")
+        assert row_value(page, "bf16") == "-1.5"
+        value.fill("500")
+        assert row_value(page, "e4m3") == "NaN" and row_value(page, "e5m2") == "512"
+        scale = page.locator("[data-llmb-widget='float-explorer'] input.llmb-input").nth(1)
+        value.fill("0.3")
+        scale.fill("1")
+        assert page.locator("tr[data-quantizer='nf4'] td.llmb-code").inner_text() == "11"
+        assert page.locator("tr[data-quantizer='absmax int8'] td.llmb-code").inner_text() == "38"
+        name = "desktop" if viewport is DESKTOP else "phone"
+        page.screenshot(path=str(shots / f"float-explorer-{name}.png"), full_page=True)
+        assert v.errors == []
+    finally:
+        v.close()
+
+
+def test_float_explorer_is_in_the_floating_point_chapter(site, browser):
+    v = Visit(browser, f"{site}/book/01_floating_point.html")
+    try:
+        assert v.page.locator("[data-llmb-widget='float-explorer'] tr[data-format='e5m2']").count() == 1
+        assert v.page.locator("a[href$='float_explorer.html']").count() >= 1
+    finally:
+        v.close()
+
+
+def test_widget_arithmetic_in_the_browser_matches_python(site, browser):
+    """The same checks as tests/js/widgets.test.cjs, run by Chromium's JavaScript engine."""
+    v = Visit(browser, f"{site}/book/float_explorer.html")
+    try:
+        failures = v.page.evaluate("""(V) => {
+          const W = window.LLMBookWidgets; const out = [];
+          const num = (x) => x === "nan" ? NaN : x === "inf" ? Infinity : x === "-inf" ? -Infinity : x;
+          for (const row of V.floats) for (const [k, want] of Object.entries(row.formats)) {
+            const f = W.FORMATS[k];
+            if (W.encode(num(row.x), f) !== want.bits) out.push(`${k} encode ${row.x}`);
+            const got = W.decode(want.bits, f), exp = num(want.value);
+            if (!(Object.is(got, exp) || (Number.isNaN(got) && Number.isNaN(exp)))) out.push(`${k} decode ${want.bits}`);
+          }
+          for (const c of V.quantizers) {
+            if (W.quantizeInt8(c.x, c.absmax).code !== c.int8) out.push(`int8 ${c.x}`);
+            if (W.quantizeNf4(c.x, c.absmax).code !== c.nf4) out.push(`nf4 ${c.x}`);
+          }
+          for (const r of V.memory) {
+            const got = W.breakdown(r.config, r.options);
+            for (const [k, b] of Object.entries(r.parts)) if (got[k] !== b) out.push(`${r.name} ${k}`);
+          }
+          return out;
+        }""", VECTORS)
+        assert failures == []
+    finally:
+        v.close()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_memory_calculator_by_choosing_and_typing(site, browser, shots, viewport):
+    v = Visit(browser, f"{site}/book/memory_calculator.html", viewport=viewport)
+    try:
+        page = v.page
+        calc = page.locator("[data-llmb-widget='memory-calculator']")
+        calc.locator("select[data-field='recipe']").select_option("inference")
+        calc.locator("select[data-field='quantization']").select_option("nf4")
+        calc.locator("input[data-field='double_quant']").check()
+        calc.locator("input[data-field='batch']").fill("4")
+        calc.locator("input[data-field='context']").fill("513")
+        want = next(r for r in VECTORS["memory"] if r["name"] == "Llama-2-7B" and r["options"]["recipe"] == "inference"
+                    and r["options"].get("quantization") == "nf4" and r["options"].get("double_quant")
+                    and r["options"]["dtype"] == "bfloat16" and r["options"]["batch"] == 4)
+        total = int(calc.locator("p.llmb-total").get_attribute("data-total-bytes"))
+        assert total == sum(want["parts"].values())
+        weights = calc.locator("tr[data-part='weights'] td.llmb-bytes").inner_text().replace(",", "")
+        assert int(weights) == want["parts"]["weights"]
+        assert calc.locator("svg.llmb-bar rect[data-part]").count() == 3
+        # typing a shape switches to "custom"; a bad shape gives a message, not a crash
+        calc.locator("input[data-field='num_key_value_heads']").fill("5")
+        assert "divisible" in calc.locator(".llmb-error").inner_text()
+        assert calc.locator("select[id$='-preset']").input_value() == "custom"
+        calc.locator("select[id$='-preset']").select_option("Llama-2-70B")
+        calc.locator("select[data-field='recipe']").select_option("full")
+        assert "none" in calc.locator("p.llmb-fits").inner_text()
+        name = "desktop" if viewport is DESKTOP else "phone"
+        page.screenshot(path=str(shots / f"memory-calculator-{name}.png"), full_page=True)
+        assert v.errors == []
+    finally:
+        v.close()
+
+
+def test_memory_calculator_is_in_the_model_memory_chapter(site, browser):
+    v = Visit(browser, f"{site}/book/02_model_memory.html")
+    try:
+        assert v.page.locator("[data-llmb-widget='memory-calculator'] p.llmb-total").count() == 1
+    finally:
+        v.close()
