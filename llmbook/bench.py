@@ -7,9 +7,11 @@ What is measured, and how:
 
 - **load_s**: wall-clock seconds of ``from_pretrained`` from a local safetensors
   checkpoint, quantization included (the page cache is warm after the first load).
-- **weight_bytes**: on CUDA, the allocator's bytes after loading minus before (so
-  quantization constants count); on CPU, the bytes of every tensor in the state dict
-  (parameters, buffers and bitsandbytes' scale tensors).
+- **weight_bytes**: the bytes of every tensor in the loaded model's state dict
+  (parameters, buffers and bitsandbytes' scale tensors), on any device.
+- **allocated_bytes** (CUDA only, from :func:`load_measured`): what the allocator holds
+  after loading minus before; it also counts what loading left behind, such as the
+  cuBLAS workspace that the first int8 or 4-bit quantization kernels create.
 - **ttft_s**: time to first token, a ``generate`` call with one new token (the prompt
   pass plus one sampling step).
 - **decode_tok_s**: generated tokens per second after the first, from the difference
@@ -135,20 +137,27 @@ def state_bytes(model) -> int:
 
 def load(folder: str | Path, precision: str, device: str = "cpu"):
     """Load ``folder`` in ``precision`` on ``device``; returns (model, seconds, weight bytes)."""
+    model, seconds, weights, _ = load_measured(folder, precision, device)
+    return model, seconds, weights
+
+
+def load_measured(folder: str | Path, precision: str, device: str = "cpu"):
+    """Like :func:`load`, plus the CUDA allocator's growth during loading (None on CPU)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs = load_kwargs(precision)
-    if device.startswith("cuda"):
+    cuda = device.startswith("cuda")
+    if cuda:
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
     start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(folder, device_map=device, **kwargs).eval()
-    if device.startswith("cuda"):
+    if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    weights = torch.cuda.memory_allocated() - before if device.startswith("cuda") else state_bytes(model)
-    return model, seconds, weights
+    allocated = torch.cuda.memory_allocated() - before if cuda else None
+    return model, seconds, state_bytes(model), allocated
 
 
 def prompt(vocab_size: int, batch: int, length: int, seed: int = 0):

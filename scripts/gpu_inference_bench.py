@@ -140,8 +140,9 @@ def run(args, argv: list[str]) -> dict:
     # 1. every precision at one setting
     rows = []
     for precision in plan["precisions"]:
-        model, load_s, weight_bytes = bench.load(folder, precision, device)
-        rows.append({"load_s": load_s, "weight_bytes": weight_bytes, **gen(model, precision, **plan["base"])})
+        model, load_s, weight_bytes, allocated = bench.load_measured(folder, precision, device)
+        rows.append({"load_s": load_s, "weight_bytes": weight_bytes, "allocated_bytes": allocated,
+                     **gen(model, precision, **plan["base"])})
         print(rows[-1], flush=True)
         del model
         free(device)
@@ -167,8 +168,8 @@ def run(args, argv: list[str]) -> dict:
     # 4. what generation adds to the weights (C20)
     rows = []
     for precision in plan["memory_precisions"]:
-        model, _, weight_bytes = bench.load(folder, precision, device)
-        rows.append({"weight_bytes": weight_bytes, **gen(model, precision, **plan["memory"])})
+        model, _, weight_bytes, allocated = bench.load_measured(folder, precision, device)
+        rows.append({"weight_bytes": weight_bytes, "allocated_bytes": allocated, **gen(model, precision, **plan["memory"])})
         del model
         free(device)
     sections["memory"] = rows
@@ -186,7 +187,7 @@ def run(args, argv: list[str]) -> dict:
             model = get_peft_model(model, lora).eval()
             if variant == "LoRA merged":
                 model = model.merge_and_unload()
-            weight_bytes = bench.state_bytes(model) if device == "cpu" else torch.cuda.memory_allocated()
+            weight_bytes = bench.state_bytes(model)
         rows.append({"variant": variant, "weight_bytes": weight_bytes, **gen(model, "bf16", **plan["base"])})
         print(rows[-1], flush=True)
         del model

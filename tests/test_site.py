@@ -187,3 +187,15 @@ def test_a_failing_cell_fails_the_build_with_its_traceback(scratch_book):
     log = result.stdout + result.stderr
     assert result.returncode != 0, "a failing notebook must fail the build"
     assert "ValueError" in log and "boom from beta" in log, "the traceback must be in the log"
+
+
+def test_claims_page_lists_every_claim_with_a_verdict_and_evidence(built_book):
+    html = (built_book.html / "book" / "claims.html").read_text()
+    rows = re.findall(r"<tr class=\"row-(?:odd|even)\">(.*?)</tr>", html, flags=re.S)
+    body = [r for r in rows if "<strong>C" in r]
+    assert len(body) == 24
+    for i, row in enumerate(body, start=1):
+        assert f"<strong>C{i}</strong>" in row
+        assert re.search(r"<strong>(holds|holds with a caveat|outdated|wrong)</strong>", row), row[:300]
+        assert re.search(r'href="\d\d_\w+\.html#verdicts"', row), f"C{i} links to no chapter's verdicts"
+    assert "{glue" not in html
