@@ -32,23 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from .measure import PeakMemory, time_call
-from .memory import kv_cache_bytes
+from .memory import PRESETS, kv_cache_bytes
 
 #: Precisions the harness knows, in the order tables show them.
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4")
 
 #: TinyLlama-1.1B's geometry (Llama 2 architecture, grouped-query attention): the
 #: model the GPU reference run uses. 1.10B parameters.
-TINYLLAMA_1B = dict(
-    hidden_size=2048,
-    intermediate_size=5632,
-    num_hidden_layers=22,
-    num_attention_heads=32,
-    num_key_value_heads=4,
-    vocab_size=32000,
-    max_position_embeddings=4096,
-    tie_word_embeddings=False,
-)
+TINYLLAMA_1B = dict(PRESETS["TinyLlama-1.1B"], max_position_embeddings=4096)
 
 
 #: The 16-bit type quantized models compute in, by default.

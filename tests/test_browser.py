@@ -175,6 +175,12 @@ def test_chapter_screenshots_at_desktop_width(site, browser, shots):
 
 # --- the widgets ------------------------------------------------------------------
 
+def finish(v: Visit, screenshot: Path) -> None:
+    """Save the whole page, and fail if anything the test did logged an error."""
+    v.page.screenshot(path=str(screenshot), full_page=True)
+    assert v.errors == [], v.errors
+
+
 def row_value(page, fmt: str) -> str:
     return page.locator(f"tr[data-format='{fmt}'] td.llmb-value").first.inner_text()
 
@@ -209,9 +215,7 @@ def test_float_explorer_by_typing_and_clicking(site, browser, shots, viewport):
         scale.fill("1")
         assert page.locator("tr[data-quantizer='nf4'] td.llmb-code").inner_text() == "11"
         assert page.locator("tr[data-quantizer='absmax int8'] td.llmb-code").inner_text() == "38"
-        name = "desktop" if viewport is DESKTOP else "phone"
-        page.screenshot(path=str(shots / f"float-explorer-{name}.png"), full_page=True)
-        assert v.errors == []
+        finish(v, shots / f"float-explorer-{'desktop' if viewport is DESKTOP else 'phone'}.png")
     finally:
         v.close()
 
@@ -279,9 +283,7 @@ def test_memory_calculator_by_choosing_and_typing(site, browser, shots, viewport
         calc.locator("select[id$='-preset']").select_option("Llama-2-70B")
         calc.locator("select[data-field='recipe']").select_option("full")
         assert "none" in calc.locator("p.llmb-fits").inner_text()
-        name = "desktop" if viewport is DESKTOP else "phone"
-        page.screenshot(path=str(shots / f"memory-calculator-{name}.png"), full_page=True)
-        assert v.errors == []
+        finish(v, shots / f"memory-calculator-{'desktop' if viewport is DESKTOP else 'phone'}.png")
     finally:
         v.close()
 

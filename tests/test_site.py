@@ -159,7 +159,7 @@ def scratch_book(tmp_path):
     shutil.copy(ROOT / "_config.yml", src / "_config.yml")
     shutil.copytree(ROOT / "book" / "_ext", src / "book" / "_ext")
     shutil.copy(ROOT / "book" / "references.bib", src / "book" / "references.bib")
-    (src / "book" / "_static").mkdir()
+    shutil.copytree(ROOT / "book" / "_static", src / "book" / "_static")  # widgets, favicon, MathJax
     (src / "_toc.yml").write_text(SCRATCH_TOC)
     (src / "book" / "intro.md").write_text("# Scratch\n")
     (src / "book" / "01_alpha.ipynb").write_text(notebook("print('alpha', 1 + 1)"))
