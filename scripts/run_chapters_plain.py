@@ -27,9 +27,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
+
+from llmbook.env import versions  # noqa: E402
+
+#: Makes ``google.colab`` importable where it is missing, with the module spec that
+#: libraries probe for (accelerate calls ``importlib.util.find_spec("google.colab")``).
+COLAB_STUB = """import importlib.machinery, sys, types
+colab = types.ModuleType("google.colab")
+colab.__spec__ = importlib.machinery.ModuleSpec("google.colab", None)
+sys.modules["google.colab"] = colab"""
 
 RUNNER = r"""
-import json, os, sys, time, traceback, types, warnings
+import json, os, sys, time, traceback, warnings
 import matplotlib
 matplotlib.use("Agg")
 if os.environ.get("LLMBOOK_STRICT_WARNINGS"):
@@ -38,11 +48,8 @@ if os.environ.get("LLMBOOK_STRICT_WARNINGS"):
 if os.environ.get("LLMBOOK_AS_COLAB"):
     try:
         import google.colab  # noqa: F401  (Google's Colab runtime image has it)
-    except ImportError:  # a stand-in, with the module spec that libraries probe for
-        import importlib.machinery
-        colab = types.ModuleType("google.colab")
-        colab.__spec__ = importlib.machinery.ModuleSpec("google.colab", None)
-        sys.modules["google.colab"] = colab
+    except ImportError:
+        exec(os.environ["LLMBOOK_AS_COLAB"])  # COLAB_STUB
 nb = json.load(open(sys.argv[1]))
 ns = {"__name__": "__main__"}
 for i, cell in enumerate(nb["cells"]):
@@ -65,7 +72,7 @@ def run_chapter(path: Path, timeout_s: float, strict: bool = False, colab: bool 
     if strict:
         env["LLMBOOK_STRICT_WARNINGS"] = "1"
     if colab:
-        env["LLMBOOK_AS_COLAB"] = "1"
+        env["LLMBOOK_AS_COLAB"] = COLAB_STUB
     start = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, "-c", RUNNER, str(path.resolve())], cwd=ROOT / "book", env=env,
@@ -111,18 +118,6 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps({"versions": versions()}), flush=True)
     return 0 if all(r["ok"] for r in results) else 1
-
-
-def versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("torch", "transformers", "accelerate", "bitsandbytes", "peft", "numpy"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 if __name__ == "__main__":

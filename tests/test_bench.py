@@ -41,8 +41,7 @@ def test_kv_cache_formula_matches_a_real_cache(checkpoint):
 def test_loaded_weights_match_the_estimator(checkpoint, precision):
     config, folder = checkpoint
     model, seconds, weight_bytes = bench.load(folder, precision)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-             "int8": torch.float16, "nf4": torch.bfloat16}[precision]
+    dtype = bench.load_kwargs(precision)["dtype"]
     expected = estimate(config, dtype, precision if precision in ("int8", "nf4") else None).total_bytes
     assert seconds > 0
     assert abs(weight_bytes / expected - 1) < 0.01

@@ -93,7 +93,10 @@ class Visit:
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.goto(url, wait_until="networkidle")
 
-    def close(self):
+    def __enter__(self) -> "Visit":
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.context.close()
 
 
@@ -103,8 +106,7 @@ def pages() -> list[str]:
 
 @pytest.mark.parametrize("path", pages())
 def test_page_loads_cleanly_and_asks_no_third_party(site, browser, path):
-    v = Visit(browser, f"{site}/{path}")
-    try:
+    with Visit(browser, f"{site}/{path}") as v:
         assert v.errors == [], v.errors
         assert v.failed == [], v.failed
         foreign = [u for u in v.requests if not u.startswith(site) and not u.startswith("data:")]
@@ -119,14 +121,11 @@ def test_page_loads_cleanly_and_asks_no_third_party(site, browser, path):
             assert img.evaluate("i => i.complete && i.naturalWidth > 0"), img.get_attribute("src")
             alt, src = img.get_attribute("alt") or "", img.get_attribute("src")
             assert len(alt) > (20 if "_images/" in src else 3), f"no real alt text: {src}"  # figures describe themselves
-    finally:
-        v.close()
 
 
 @pytest.mark.parametrize("path", [p for p in chapter_notebooks()], ids=lambda p: p.name)
 def test_chapter_shows_outputs_and_working_buttons(site, browser, path):
-    v = Visit(browser, f"{site}/book/{path.stem}.html")
-    try:
+    with Visit(browser, f"{site}/book/{path.stem}.html") as v:
         assert v.page.locator("div.cell_output").count() >= 3, "code cells without outputs"
         hrefs = v.page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
         colab = [h for h in hrefs if h.startswith("https://colab.research.google.com/github/")]
@@ -137,40 +136,29 @@ def test_chapter_shows_outputs_and_working_buttons(site, browser, path):
         for h in downloads:
             r = v.context.request.get(h)
             assert r.ok and json.loads(r.body())["cells"], h
-    finally:
-        v.close()
 
 
 def test_search_finds_a_term_from_a_chapter(site, browser):
-    v = Visit(browser, f"{site}/search.html?q=bitsandbytes")
-    try:
+    with Visit(browser, f"{site}/search.html?q=bitsandbytes") as v:
         v.page.wait_for_selector("#search-results ul li a, ul.search li a", timeout=20000)
         links = v.page.eval_on_selector_all("ul.search li a", "els => els.map(e => e.getAttribute('href'))")
         assert any("04_llm_int8_nf4" in h for h in links), links
-    finally:
-        v.close()
 
 
 @pytest.mark.parametrize("stem", ["intro"] + [p.stem for p in chapter_notebooks()][:3] + ["float_explorer", "memory_calculator"])
 def test_layout_fits_a_phone(site, browser, shots, stem):
-    v = Visit(browser, f"{site}/book/{stem}.html", viewport=PHONE)
-    try:
+    with Visit(browser, f"{site}/book/{stem}.html", viewport=PHONE) as v:
         overflow = v.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"the page scrolls sideways by {overflow}px at phone width"
         if stem.startswith("0"):
             v.page.screenshot(path=str(shots / f"{stem}-phone.png"), full_page=False)
-    finally:
-        v.close()
 
 
 def test_chapter_screenshots_at_desktop_width(site, browser, shots):
     stem = chapter_notebooks()[1].stem
-    v = Visit(browser, f"{site}/book/{stem}.html")
-    try:
+    with Visit(browser, f"{site}/book/{stem}.html") as v:
         v.page.screenshot(path=str(shots / f"{stem}-desktop.png"), full_page=False)
         assert (shots / f"{stem}-desktop.png").stat().st_size > 10_000
-    finally:
-        v.close()
 
 
 # --- the widgets ------------------------------------------------------------------
@@ -191,8 +179,7 @@ def bits_of(page, fmt: str) -> str:
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_float_explorer_by_typing_and_clicking(site, browser, shots, viewport):
-    v = Visit(browser, f"{site}/book/float_explorer.html", viewport=viewport)
-    try:
+    with Visit(browser, f"{site}/book/float_explorer.html", viewport=viewport) as v:
         page = v.page
         value = page.locator("[data-llmb-widget='float-explorer'] input.llmb-input").first
         value.fill("65504")
@@ -216,23 +203,17 @@ def test_float_explorer_by_typing_and_clicking(site, browser, shots, viewport):
         assert page.locator("tr[data-quantizer='nf4'] td.llmb-code").inner_text() == "11"
         assert page.locator("tr[data-quantizer='absmax int8'] td.llmb-code").inner_text() == "38"
         finish(v, shots / f"float-explorer-{'desktop' if viewport is DESKTOP else 'phone'}.png")
-    finally:
-        v.close()
 
 
 def test_float_explorer_is_in_the_floating_point_chapter(site, browser):
-    v = Visit(browser, f"{site}/book/01_floating_point.html")
-    try:
+    with Visit(browser, f"{site}/book/01_floating_point.html") as v:
         assert v.page.locator("[data-llmb-widget='float-explorer'] tr[data-format='e5m2']").count() == 1
         assert v.page.locator("a[href$='float_explorer.html']").count() >= 1
-    finally:
-        v.close()
 
 
 def test_widget_arithmetic_in_the_browser_matches_python(site, browser):
     """The same checks as tests/js/widgets.test.cjs, run by Chromium's JavaScript engine."""
-    v = Visit(browser, f"{site}/book/float_explorer.html")
-    try:
+    with Visit(browser, f"{site}/book/float_explorer.html") as v:
         failures = v.page.evaluate("""(V) => {
           const W = window.LLMBookWidgets; const out = [];
           const num = (x) => x === "nan" ? NaN : x === "inf" ? Infinity : x === "-inf" ? -Infinity : x;
@@ -253,14 +234,11 @@ def test_widget_arithmetic_in_the_browser_matches_python(site, browser):
           return out;
         }""", VECTORS)
         assert failures == []
-    finally:
-        v.close()
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_memory_calculator_by_choosing_and_typing(site, browser, shots, viewport):
-    v = Visit(browser, f"{site}/book/memory_calculator.html", viewport=viewport)
-    try:
+    with Visit(browser, f"{site}/book/memory_calculator.html", viewport=viewport) as v:
         page = v.page
         calc = page.locator("[data-llmb-widget='memory-calculator']")
         calc.locator("select[data-field='recipe']").select_option("inference")
@@ -284,13 +262,8 @@ def test_memory_calculator_by_choosing_and_typing(site, browser, shots, viewport
         calc.locator("select[data-field='recipe']").select_option("full")
         assert "none" in calc.locator("p.llmb-fits").inner_text()
         finish(v, shots / f"memory-calculator-{'desktop' if viewport is DESKTOP else 'phone'}.png")
-    finally:
-        v.close()
 
 
 def test_memory_calculator_is_in_the_model_memory_chapter(site, browser):
-    v = Visit(browser, f"{site}/book/02_model_memory.html")
-    try:
+    with Visit(browser, f"{site}/book/02_model_memory.html") as v:
         assert v.page.locator("[data-llmb-widget='memory-calculator'] p.llmb-total").count() == 1
-    finally:
-        v.close()

@@ -231,3 +231,19 @@ def test_saved_for_backward_counts_shared_storage_once():
     x = torch.randn(10, requires_grad=True)
     nbytes, _ = S(torch.nn.Module(), lambda: (x * x).sum())  # x saved twice, one storage
     assert nbytes == 10 * 4
+
+
+def test_model_memory_page_formulas_are_the_packages():
+    """Chapter 2 derives the KV cache and activation formulas on its page; the memory
+    calculator and llmbook.memory.breakdown use the package's copies. They must agree."""
+    from transformers import LlamaConfig
+
+    from llmbook import memory
+
+    page = page_functions("02_model_memory.ipynb", "kv_cache_bytes", "prefill_activations", "training_activations")
+    for name, cfg in memory.PRESETS.items():
+        c = LlamaConfig(**cfg)
+        for batch, seq in ((1, 2048), (4, 513)):
+            assert page["kv_cache_bytes"](c, batch, seq) == memory.kv_cache_bytes(c, batch, seq), name
+            assert page["prefill_activations"](c, batch, seq) == memory.prefill_activation_bytes(c, batch, seq), name
+            assert round(page["training_activations"](c, batch, seq)) == memory.training_activation_bytes(c, batch, seq)

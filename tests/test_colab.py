@@ -23,6 +23,9 @@ import pytest
 
 from conftest import ROOT, chapter_notebooks
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from run_chapters_plain import COLAB_STUB  # noqa: E402  the same stand-in the canaries use
+
 pytestmark = pytest.mark.colab
 
 #: What a fresh Colab runtime brings (versions as pinned for the book where pinned).
@@ -30,12 +33,6 @@ COLAB_PREINSTALLED = ["torch==2.13.0", "transformers", "numpy", "pandas", "matpl
                       "ipykernel", "nbclient", "nbformat"]
 PINNED = {line.split("==")[0].lower(): line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
           if "==" in line and not line.startswith("#")}
-
-#: Makes ``google.colab`` importable (with a module spec, as libraries probe it with find_spec).
-COLAB_STUB = """import importlib.machinery, sys, types
-colab = types.ModuleType("google.colab")
-colab.__spec__ = importlib.machinery.ModuleSpec("google.colab", None)
-sys.modules["google.colab"] = colab"""
 
 RUNNER = r"""
 import json, sys, time, nbformat
