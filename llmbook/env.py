@@ -21,6 +21,10 @@ REPORTED_PACKAGES = ("torch", "transformers", "accelerate", "bitsandbytes", "pef
 
 GIB = 1024**3
 
+#: CPU features that decide which kernels torch and bitsandbytes run (bf16/fp16 speed,
+#: bitsandbytes' packed 4-bit path), reported in every chapter's environment line.
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16")
+
 
 class MissingRequirement(RuntimeError):
     """A chapter needs something this environment lacks; the message says what to do."""
@@ -48,6 +52,8 @@ class Environment:
     versions: dict[str, str | None] = field(default_factory=dict)
     python: str = ""
     date: str = ""
+    cpu_features: tuple[str, ...] = ()  # the subset of CPU_FEATURES this processor has
+    bnb_cpu_path: str = ""  # bitsandbytes' CPU path for 4-bit layers: packed, plain or absent
 
     @property
     def is_gpu(self) -> bool:
@@ -56,10 +62,13 @@ class Environment:
     def summary(self) -> str:
         """One line saying what ran where, for the top of every chapter."""
         place = "Colab" if self.in_colab else "GitHub Actions" if self.in_ci else "local"
+        cpu = f"{self.cpu_name}, {self.cpu_cores} cores ({', '.join(self.cpu_features) or 'no AVX2'})"
         if self.is_gpu:
-            hw = f"GPU {self.device_name} ({self.gpu_memory_gib:.0f} GiB)"
+            hw = f"GPU {self.device_name} ({self.gpu_memory_gib:.0f} GiB) | CPU {cpu}"
         else:
-            hw = f"CPU only, {self.cpu_cores} cores"
+            hw = f"CPU only: {cpu}"
+        if self.bnb_cpu_path:
+            hw += f" | bitsandbytes CPU 4-bit path: {self.bnb_cpu_path}"
         net = "online" if self.online else "offline"
         libs = ", ".join(f"{k} {v}" for k, v in self.versions.items() if v)
         return f"{hw} | {place}, {net}, {self.date} | {libs}"
@@ -127,6 +136,8 @@ def detect(check_network: bool = True) -> Environment:
     except AttributeError:
         pass
     cpu_gib = psutil.virtual_memory().total / GIB
+    flags = _cpu_flags()
+    common = dict(cpu_features=tuple(f for f in CPU_FEATURES if f in flags), bnb_cpu_path=_bnb_cpu_path())
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         cap = torch.cuda.get_device_capability(0)
@@ -146,8 +157,8 @@ def detect(check_network: bool = True) -> Environment:
             versions=versions(),
             python=platform.python_version(),
             date=_dt.date.today().isoformat(),
+            **common,
         )
-    flags = _cpu_flags()
     return Environment(
         device="cpu",
         device_name=cpu_name(),
@@ -164,7 +175,16 @@ def detect(check_network: bool = True) -> Environment:
         versions=versions(),
         python=platform.python_version(),
         date=_dt.date.today().isoformat(),
+        **common,
     )
+
+
+def _bnb_cpu_path() -> str:
+    """"packed" or "plain" (see :mod:`llmbook.bnb_cpu`), or "" without bitsandbytes."""
+    from .bnb_cpu import cpu_4bit_path
+
+    path = cpu_4bit_path()
+    return "" if path == "no bitsandbytes" else path
 
 
 def _cpu_flags() -> set[str]:
@@ -188,6 +208,43 @@ def require(module: str, why: str, install: str | None = None) -> None:
     if importlib.util.find_spec(module) is None:
         hint = install or f"pip install {module}"
         raise MissingRequirement(f"This section needs {module} ({why}): run `{hint}` and re-run the notebook.")
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver's version from ``nvidia-smi``, or None where there is none."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.strip().splitlines()
+    return lines[0] if out.returncode == 0 and lines else None
+
+
+def provenance(command: str) -> dict:
+    """Where and with what a recorded measurement was made: device, driver, CUDA, CPU
+    (features, bitsandbytes' CPU path), versions, UTC time and the command that made it."""
+    import torch
+
+    env = detect(check_network=False)
+    return {
+        "device": env.device,
+        "device_name": env.device_name,
+        "gpu_memory_gib": env.gpu_memory_gib,
+        "cuda_capability": env.cuda_capability,
+        "driver": driver_version() if env.is_gpu else None,
+        "cuda_runtime": torch.version.cuda,
+        "cpu": env.cpu_name,
+        "cpu_cores": env.cpu_cores,
+        "cpu_features": list(env.cpu_features),
+        "bnb_cpu_path": env.bnb_cpu_path,
+        "versions": env.versions,
+        "python": env.python,
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": command,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,11 +12,14 @@ from typing import Any
 
 #: Small shapes for each family, sized to run in seconds on two CPU cores. Keys are
 #: the family names accepted by :func:`tiny_config`; values are that config class's
-#: own keyword arguments, so the code reads the same as for the real model.
+#: own keyword arguments, so the code reads the same as for the real model. Every linear
+#: size is a multiple of 64, as in real models: bitsandbytes' packed CPU path for 4-bit
+#: layers needs it (:mod:`llmbook.bnb_cpu`; a test walks these shapes). The Llama MLP
+#: size follows Llama's rule, 8/3 of the hidden size rounded up to a multiple of 256.
 FAMILIES: dict[str, dict[str, Any]] = {
     "llama": dict(
         hidden_size=256,
-        intermediate_size=688,
+        intermediate_size=768,
         num_hidden_layers=4,
         num_attention_heads=8,
         num_key_value_heads=4,

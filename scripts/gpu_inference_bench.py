@@ -18,10 +18,8 @@ rewritten after each section, so an interrupted run keeps what it measured.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
 from llmbook import bench  # noqa: E402
-from llmbook.env import detect  # noqa: E402
+from llmbook.env import provenance as env_provenance  # noqa: E402
 from llmbook.models import build  # noqa: E402
 
 
@@ -49,35 +47,11 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def driver_version() -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def provenance(device: str, plan: dict, argv: list[str]) -> dict:
     import torch
 
-    env = detect(check_network=False)
-    return {
-        "device": device,
-        "device_name": env.device_name,
-        "gpu_memory_gib": env.gpu_memory_gib,
-        "cuda_capability": env.cuda_capability,
-        "driver": driver_version() if device == "cuda" else None,
-        "cuda_runtime": torch.version.cuda,
-        "cpu": env.cpu_name,
-        "cpu_cores": env.cpu_cores,
-        "versions": env.versions,
-        "python": env.python,
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python " + shlex.join(["scripts/gpu_inference_bench.py", *argv]),
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        "plan": plan,
-    }
+    record = env_provenance("python " + shlex.join(["scripts/gpu_inference_bench.py", *argv]))
+    return {**record, "device": device, "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "plan": plan}
 
 
 def plan_for(device: str) -> dict:

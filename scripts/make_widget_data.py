@@ -4,8 +4,12 @@
   (``llmbook.memory.PRESETS``), loaded by the site.
 - ``tests/js/vectors.json``: test vectors the JavaScript must reproduce exactly: bit
   patterns, stored values and neighbours of many values in fp32, fp16, bf16 and fp8
-  (NumPy and ml_dtypes), absmax int8 and NF4 codes (bitsandbytes' own quantizer), and
-  memory breakdowns of many configs (``llmbook.memory.breakdown``).
+  (computed exactly, and checked against NumPy and ml_dtypes), absmax int8 and NF4 codes
+  (checked against bitsandbytes' own quantizer), and memory breakdowns of many configs
+  (``llmbook.memory.breakdown``).
+
+Both files are byte-identical on any CPU: see "machine independence" below for each
+corner where a library's bits could depend on the machine and the rule chosen for it.
 
     python scripts/make_widget_data.py          # rewrite both files
     python scripts/make_widget_data.py --check  # exit 1 if either is out of date
@@ -18,6 +22,7 @@ import itertools
 import json
 import math
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import ml_dtypes
@@ -29,13 +34,136 @@ sys.path.insert(0, str(ROOT))
 PRESETS_JS = ROOT / "book" / "_static" / "widgets" / "presets.js"
 VECTORS = ROOT / "tests" / "js" / "vectors.json"
 
-FORMATS = {  # widget key: (numpy dtype, unsigned view)
-    "fp32": (np.float32, np.uint32),
-    "fp16": (np.float16, np.uint16),
-    "bf16": (ml_dtypes.bfloat16, np.uint16),
-    "e4m3": (ml_dtypes.float8_e4m3fn, np.uint8),
-    "e5m2": (ml_dtypes.float8_e5m2, np.uint8),
+# ------------------------------------------------------------------ machine independence
+# Both files must come out byte-identical on any CPU. So nothing written to them is a
+# result whose bits a library may compute differently by SIMD path, flush-to-zero mode or
+# NaN convention. Every corner, and what is done about it:
+#
+# - Stored values and bit patterns are computed here with exact rational arithmetic
+#   (Fraction, round half to even), never with a float operation; NumPy (fp32, fp16) and
+#   ml_dtypes (bf16, fp8) are still asked, value by value, and the script refuses to write
+#   when they disagree (``check_against_libraries``): the vectors stay theirs, but a
+#   machine where they differ fails loudly instead of writing different bytes.
+# - Neighbours come from the bit pattern (magnitude +/- 1), not from nextafter or from a
+#   sorted value table: np.unique keeps +0.0 or -0.0 of the table's two zeros depending
+#   on the SIMD sort it dispatches to, and nextafter on subnormals depends on the
+#   flush-to-zero mode. Signed zeros follow one rule, IEEE 754's nextUp/nextDown and the
+#   widget's ``neighbours`` (book/_static/widgets/llmbook-widgets.js): a step keeps the
+#   sign of the value, so the neighbour towards zero of +/-(smallest subnormal) is the
+#   zero of the same sign (below +s is 0.0, above -s is -0.0), and both zeros have the
+#   neighbours -s and +s.
+# - NaN: a NaN input is stored as the format's canonical quiet NaN with the sign bit
+#   clear (exponent all ones, mantissa top bit only; e4m3fn's only NaN, 0x7f); what
+#   payload or sign a library's NaN carries does not matter, only that it is a NaN. e4m3fn
+#   overflow is NaN with the sign of the input (0x7f or 0xff), as ml_dtypes and the widget
+#   do. JSON writes every NaN as "nan", without sign.
+# - Random inputs are drawn as integers (random fp32 bit patterns, random numerators over
+#   2**24), never through np.exp / np.log, whose float64 results differ in the last place
+#   between NumPy's AVX512F and baseline loops.
+# - NF4 codes are computed exactly the way bitsandbytes' CPU kernel rounds (fp32
+#   reciprocal of absmax, fp32 product, fp32 midpoints) and checked against
+#   bitsandbytes; a case that the widget's float64 arithmetic would code differently
+#   (too close to a midpoint) stops the script, so such a case is never written.
+# - The remaining float arithmetic (int8 round(127 x / absmax), its dequantized value,
+#   code x absmax, llmbook.memory's activation estimate) is Python float64 operations, one
+#   at a time, each correctly rounded by IEEE 754 and so the same on every CPU (no SIMD,
+#   no fused multiply-add); the widget does the same operations in the same order. The
+#   JSON's floats are Python's repr (shortest round trip; -0.0 keeps its sign). Dicts keep
+#   insertion order; no set is iterated.
+
+FORMATS = {  # widget key: (exponent bits, mantissa bits, IEEE inf/NaN?, numpy dtype, unsigned view)
+    "fp32": (8, 23, True, np.float32, np.uint32),
+    "fp16": (5, 10, True, np.float16, np.uint16),
+    "bf16": (8, 7, True, ml_dtypes.bfloat16, np.uint16),
+    "e4m3": (4, 3, False, ml_dtypes.float8_e4m3fn, np.uint8),  # fn: no infinity, NaN only 0x7f/0xff
+    "e5m2": (5, 2, True, ml_dtypes.float8_e5m2, np.uint8),
 }
+
+
+def layout(key: str) -> tuple[int, int, bool, int, int, int]:
+    """ebits, mbits, ieee, bias, sign bit, largest finite magnitude's bit pattern."""
+    ebits, mbits, ieee = FORMATS[key][:3]
+    emax = (1 << ebits) - 1
+    max_finite = ((emax - 1) << mbits) | ((1 << mbits) - 1) if ieee else (emax << mbits) | ((1 << mbits) - 2)
+    return ebits, mbits, ieee, (1 << (ebits - 1)) - 1, 1 << (ebits + mbits), max_finite
+
+
+def nan_bits(key: str) -> int:
+    """The canonical NaN: sign clear; IEEE: exponent all ones, mantissa top bit; e4m3fn: 0x7f."""
+    ebits, mbits, ieee, _, sign, _ = layout(key)
+    return ((((1 << ebits) - 1) << mbits) | (1 << (mbits - 1))) if ieee else sign - 1
+
+
+def round_magnitude(a: Fraction, key: str) -> int | None:
+    """Bit pattern of the positive rational a rounded to nearest, ties to even; None if it
+    overflows (rounds beyond the largest finite value)."""
+    ebits, mbits, ieee, bias, _, max_finite = layout(key)
+    if a == 0:
+        return 0
+    e = a.numerator.bit_length() - a.denominator.bit_length()  # 2**e <= a < 2**(e+1) after fixing
+    if Fraction(2) ** e > a:
+        e -= 1
+    e = max(e, 1 - bias)  # subnormals share the smallest exponent
+    r = round(a / Fraction(2) ** (e - mbits))  # Fraction rounds half to even
+    if r == 1 << (mbits + 1):
+        r, e = r >> 1, e + 1
+    bits = r if r < 1 << mbits else ((e + bias) << mbits) | (r - (1 << mbits))
+    return None if bits > max_finite else bits
+
+
+def encode(x: float | Fraction, key: str) -> int:
+    """Bit pattern of x in format key: round half to even; overflow to inf (to NaN in
+    e4m3fn) with the sign of x; a zero, or a value rounding to zero, keeps the sign of x."""
+    ieee, sign, max_finite = layout(key)[2], layout(key)[4], layout(key)[5]
+    overflow = max_finite + 1 if ieee else nan_bits(key)  # IEEE: the pattern after the largest is inf
+    if isinstance(x, float):
+        if math.isnan(x):
+            return nan_bits(key)
+        negative = math.copysign(1.0, x) < 0
+        bits = overflow if math.isinf(x) else round_magnitude(Fraction(abs(x)), key)
+    else:
+        negative, bits = x < 0, round_magnitude(abs(x), key)
+    return (sign if negative else 0) | (overflow if bits is None else bits)
+
+
+def decode(bits: int, key: str) -> float:
+    """Value of a bit pattern (exact: every value of these formats is a float64)."""
+    ebits, mbits, ieee, bias, sign, _ = layout(key)
+    mag = bits & (sign - 1)
+    e, m = mag >> mbits, mag & ((1 << mbits) - 1)
+    if (ieee and e == (1 << ebits) - 1) or (not ieee and mag == nan_bits(key)):
+        v = math.inf if (ieee and m == 0) else math.nan
+    elif e == 0:
+        v = math.ldexp(m, 1 - bias - mbits)
+    else:
+        v = math.ldexp((1 << mbits) | m, e - bias - mbits)
+    return -v if bits & sign else v  # -0.0 for the negative zero
+
+
+def f32(x: float | Fraction) -> float:
+    """x rounded to fp32 (exactly; no float operation, so no flush-to-zero either)."""
+    return decode(encode(x, "fp32"), "fp32")
+
+
+def neighbours(bits: int, key: str) -> tuple[float | None, float | None]:
+    """The values just below and above a finite value, from its bit pattern (the widget's
+    rule; see the top of this section for signed zeros). None past the largest finite."""
+    _, _, _, _, sign, max_finite = layout(key)
+    if not math.isfinite(decode(bits, key)):
+        return None, None
+    mag, negative = bits & (sign - 1), bool(bits & sign)
+    if mag == 0:
+        return decode(sign | 1, key), decode(1, key)
+    toward_zero = decode(bits - 1, key)  # same sign: +s -> 0.0, -s -> -0.0
+    away = None if mag == max_finite else decode(bits + 1, key)
+    return (away, toward_zero) if negative else (toward_zero, away)
+
+
+def same(a: float, b: float) -> bool:
+    """Equal as the JavaScript's Object.is, except that any two NaNs are the same."""
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
 
 
 def num(v: float):
@@ -55,70 +183,106 @@ def float_values() -> list[float]:
                2**-25, 3 * 2**-26, 2**-9, 2**-10, 2**-7, 2**-6, 2**-16, 2**-17, 1e-40, 1e-45, 3.4e38, 3.3e38,
                1 + 2**-11, 1 + 3 * 2**-11, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-4, 1 + 3 * 2**-4, 1 + 2**-3,
                1 + 2**-23, 2**127, 6.0, -6.0, 100.0, 1000.0, 1e5, 1e10, 123456.789, -0.001]
+    # random magnitudes from 1e-9 to 1e6: uniform fp32 bit patterns, so about log-uniform
     rng = np.random.default_rng(0)
-    randoms = rng.choice([-1, 1], 300) * np.exp(rng.uniform(np.log(1e-9), np.log(1e6), 300))
-    values = [float(np.float32(v)) for v in [*special, *randoms]]
-    return values + [math.inf, -math.inf, math.nan]
+    signs = rng.choice([-1, 1], 300)
+    patterns = rng.integers(encode(f32(1e-9), "fp32"), encode(f32(1e6), "fp32"), 300, endpoint=True)
+    randoms = [decode(int(b), "fp32") * int(s) for s, b in zip(signs, patterns)]
+    return [f32(v) for v in special] + randoms + [math.inf, -math.inf, math.nan]
 
 
-def all_finite(dtype, view) -> np.ndarray:
-    """Every finite value of a 16- or 8-bit format, sorted."""
-    bits = np.arange(2 ** (8 * np.dtype(view).itemsize), dtype=np.uint64).astype(view)
-    v = bits.view(dtype).astype(np.float64)
-    return np.unique(v[np.isfinite(v)])
-
-
-def neighbours(v: float, key: str, table: np.ndarray | None):
-    if not math.isfinite(v):
-        return None, None
-    if key == "fp32":
-        f = np.float32(v)
-        below, above = np.nextafter(f, np.float32(-np.inf)), np.nextafter(f, np.float32(np.inf))
-        if v == 0:
-            below, above = -np.nextafter(np.float32(0), np.float32(1)), np.nextafter(np.float32(0), np.float32(1))
-        return (None if np.isinf(below) else float(below)), (None if np.isinf(above) else float(above))
-    i = np.searchsorted(table, v)
-    below = float(table[i - 1]) if i > 0 else None
-    j = np.searchsorted(table, v, side="right")
-    above = float(table[j]) if j < len(table) else None
-    return below, above
+def check_against_libraries(rows: list[dict]) -> None:
+    """Every bit pattern and value as NumPy (fp32, fp16) and ml_dtypes (bf16, fp8) compute
+    it, or stop: a NaN is only required to be a NaN (its payload is the library's)."""
+    xs = np.array([row["x_float"] for row in rows], dtype=np.float64)
+    wrong = []
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf/NaN is what the vectors test
+        for key, (*_, dtype, view) in FORMATS.items():
+            lib_bits = xs.astype(np.float32).astype(dtype).view(view).astype(np.uint64)
+            ours = np.array([row["formats"][key]["bits"] for row in rows], dtype=np.uint64)
+            lib_values = ours.astype(view).view(dtype).astype(np.float64)
+            for row, lb, lv in zip(rows, lib_bits, lib_values):
+                want = row["formats"][key]
+                lib_value = decode(int(lb), key)
+                if not (int(lb) == want["bits"] or (math.isnan(lib_value) and math.isnan(want["value_float"]))):
+                    wrong.append(f"{key} bits of {row['x_float']!r}: library {int(lb):#x}, exact {want['bits']:#x}")
+                if not same(float(lv), want["value_float"]):
+                    wrong.append(f"{key} value of {want['bits']:#x}: library {float(lv)!r}, exact "
+                                 f"{want['value_float']!r}")
+    if wrong:
+        raise RuntimeError("NumPy / ml_dtypes disagree with exact rounding on this machine "
+                           "(flush-to-zero mode?):\n" + "\n".join(wrong[:20]))
 
 
 def float_vectors() -> list[dict]:
-    tables = {k: (None if k == "fp32" else all_finite(*FORMATS[k])) for k in FORMATS}
-    out = []
+    rows = []
     for x in float_values():
-        row = {"x": num(x), "formats": {}}
-        for key, (dtype, view) in FORMATS.items():
-            stored = np.array([x], dtype=np.float32).astype(dtype)
-            bits = int(stored.view(view)[0])
-            value = float(stored.astype(np.float64)[0])
-            below, above = neighbours(value, key, tables[key])
-            row["formats"][key] = {"bits": bits, "value": num(value), "below": below, "above": above}
-        out.append(row)
-    return out
+        row = {"x": num(x), "x_float": x, "formats": {}}
+        for key in FORMATS:
+            bits = encode(x, key)
+            value = decode(bits, key)
+            below, above = neighbours(bits, key)
+            row["formats"][key] = {"bits": bits, "value": num(value), "below": below, "above": above,
+                                   "value_float": value}
+        rows.append(row)
+    check_against_libraries(rows)
+    for row in rows:  # drop the helpers' keys
+        del row["x_float"]
+        for entry in row["formats"].values():
+            del entry["value_float"]
+    return rows
+
+
+def nf4_code_exact(x: float, absmax: float, code: list[float]) -> int:
+    """bitsandbytes' CPU quantize_4bit, exactly: scaled = fp32(x * fp32(1 / absmax)) clamped
+    to [-1, 1], code = how many fp32 midpoints (code[i] + code[i+1]) / 2 lie below it."""
+    x, absmax = f32(x), f32(absmax)  # as a float32 tensor holds them
+    scaled = f32(Fraction(x) * Fraction(f32(1 / Fraction(absmax))))
+    scaled = min(max(scaled, -1.0), 1.0)
+    mids = [f32(Fraction(f32(Fraction(a) + Fraction(b))) / 2) for a, b in zip(code, code[1:])]
+    return sum(m < scaled for m in mids)
+
+
+def nf4_code_widget(x: float, absmax: float, code: list[float]) -> int:
+    """The widget's quantizeNf4: float64 x / absmax against float64 midpoints."""
+    n = max(-1.0, min(1.0, x / absmax))
+    return sum(n > (a + b) / 2 for a, b in zip(code, code[1:]))
 
 
 def quant_vectors() -> list[dict]:
     import bitsandbytes.functional as F
     import torch
 
-    code = F.get_4bit_type("nf4", device="cpu").tolist()
+    code = [float(c) for c in F.get_4bit_type("nf4", device="cpu").tolist()]  # a fixed table of fp32 values
     rng = np.random.default_rng(1)
     cases = [(0.5, 127.0), (1.5, 127.0), (2.5, 127.0), (-2.5, 127.0), (1.0, 1.0), (-1.0, 1.0), (0.0, 3.0),
              (0.3, 1.0), (-0.05, 1.0), (6.0, 6.0)]
-    cases += [(float(np.float32(a * u)), float(np.float32(a))) for a, u in
-              zip(np.exp(rng.uniform(-5, 5, 150)), rng.uniform(-1, 1, 150))]
+    # absmax: random fp32 bit patterns from 2**-7 to 2**7; x = absmax * k / 2**24 (exact in
+    # float64, then rounded to fp32, so |x| <= absmax)
+    scales = rng.integers(encode(2.0**-7, "fp32"), encode(2.0**7, "fp32"), 150, endpoint=True)
+    fractions = rng.integers(-2**24, 2**24, 150, endpoint=True)
+    for a, k in zip(scales, fractions):
+        absmax = decode(int(a), "fp32")
+        cases.append((f32(absmax * int(k) / 2**24), absmax))
     out = []
     for x, absmax in cases:
-        q = int(np.clip(np.round(127 * x / absmax), -127, 127))  # np.round: half to even
-        block = torch.zeros(64)
-        block[0], block[1] = x, absmax
-        packed, state = F.quantize_4bit(block, blocksize=64, quant_type="nf4")
-        assert float(state.absmax[0]) == np.float32(absmax)
-        nibble = int(packed.flatten()[0]) >> 4  # the first element is the high nibble
+        q = max(-127, min(127, round(127 * x / absmax)))  # Python's round: half to even, like np.round
+        nf4 = nf4_code_exact(x, absmax, code)
+        if nf4 != nf4_code_widget(x, absmax, code):
+            raise RuntimeError(f"NF4 case {x!r}/{absmax!r} lies on a midpoint within fp32 rounding; drop it")
         out.append({"x": x, "absmax": absmax, "int8": q, "int8_value": q * absmax / 127,
-                    "nf4": nibble, "nf4_value": code[nibble] * absmax})
+                    "nf4": nf4, "nf4_value": code[nf4] * absmax})
+    # bitsandbytes' own quantizer must agree: one 64-value block per case, x first
+    blocks = torch.zeros(len(cases), 64)
+    blocks[:, 0] = torch.tensor([x for x, _ in cases])
+    blocks[:, 1] = torch.tensor([a for _, a in cases])
+    packed, state = F.quantize_4bit(blocks.flatten(), blocksize=64, quant_type="nf4")
+    got = (packed.flatten().reshape(len(cases), 32)[:, 0] >> 4).tolist()  # the first element is the high nibble
+    wrong = [f"{row['x']!r}/{row['absmax']!r}: bitsandbytes {g}, exact {row['nf4']}"
+             for row, g, am in zip(out, got, state.absmax.tolist()) if g != row["nf4"] or am != f32(row["absmax"])]
+    if wrong:
+        raise RuntimeError("bitsandbytes disagrees with its exact arithmetic on this machine:\n"
+                           + "\n".join(wrong[:20]))
     return out
 
 
@@ -166,10 +330,12 @@ def presets_js() -> str:
             f"window.LLMBookPresets = {json.dumps(PRESETS, indent=1)};\n")
 
 
-def vectors_json() -> str:
-    np.seterr(over="ignore", invalid="ignore")  # overflow to inf/NaN is what the vectors test
-    data = {"generated_by": "scripts/make_widget_data.py", "floats": float_vectors(), "quantizers": quant_vectors(),
-            "memory": memory_vectors()}
+SECTIONS = {"floats": float_vectors, "quantizers": quant_vectors, "memory": memory_vectors}
+
+
+def vectors_json(sections=tuple(SECTIONS)) -> str:
+    """The vectors file's text; ``sections`` picks parts (the tests compare some across CPU paths)."""
+    data = {"generated_by": "scripts/make_widget_data.py", **{name: SECTIONS[name]() for name in sections}}
     return json.dumps(data, indent=0) + "\n"
 
 

@@ -14,6 +14,11 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Every 4-bit layer the tests, the scripts they run and the book build they make create
+# must fit bitsandbytes' packed CPU path, on any machine (llmbook.bnb_cpu). Set before
+# llmbook is imported; subprocesses and notebook kernels inherit it.
+os.environ["LLMBOOK_STRICT_4BIT"] = "1"
 JB = str(Path(sys.executable).parent / "jb")
 
 

