@@ -271,20 +271,58 @@ def format_bytes(n: int) -> str:
     return f"{n / GIB:.3f} GiB ({n / GB:.3f} GB, {n:,} bytes)"
 
 
+#: Spellings of dtypes the CLI accepts, to torch's names.
+DTYPE_ALIASES = {"fp32": "float32", "float32": "float32", "f32": "float32", "fp16": "float16", "float16": "float16",
+                 "half": "float16", "f16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16"}
+
+
+def _dtype_arg(value: str) -> str:
+    import argparse
+
+    try:
+        return DTYPE_ALIASES[value.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"unknown dtype {value!r}; use one of {', '.join(DTYPE_ALIASES)}") from None
+
+
+def _gpu_arg(value: str) -> str:
+    import argparse
+
+    matches = [g for g in GPUS if g.lower() == value.lower()] or [g for g in GPUS if g.lower().startswith(value.lower())]
+    if len(matches) != 1:
+        raise argparse.ArgumentTypeError(f"unknown or ambiguous GPU {value!r}; use one of {', '.join(GPUS)}")
+    return matches[0]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m llmbook memory CONFIG``: bytes of a model as stored, by module group."""
+    """``python -m llmbook memory CONFIG``: bytes of a model as stored, by module group; with
+    ``--recipe``, the whole job (inference, full fine-tuning, LoRA, QLoRA) and where it fits."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m llmbook memory", description=main.__doc__)
     parser.add_argument("config", help="a config.json, a folder holding one, or a hub id (online)")
-    parser.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
-                        help="dtype of the unquantized tensors (default: the config's, else float32)")
+    parser.add_argument("--dtype", default=None, type=_dtype_arg,
+                        help="dtype of the unquantized tensors: fp32, fp16, bf16 (or float32, ...); "
+                             "default: the config's, else float32")
     parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None)
     parser.add_argument("--double-quant", action="store_true", help="4-bit double quantization of the constants")
+    parser.add_argument("--recipe", choices=RECIPES, default=None, help="estimate a whole job, not only the weights")
+    parser.add_argument("--batch", type=int, default=1, help="sequences per step (with --recipe)")
+    parser.add_argument("--seq", type=int, default=2048, help="tokens per sequence (with --recipe)")
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (training recipes)")
+    parser.add_argument("--lora-rank", type=int, default=16, help="LoRA rank (lora, qlora)")
+    parser.add_argument("--gpu", type=_gpu_arg, default=None,
+                        help=f"say whether the job fits on this GPU: {', '.join(GPUS)} (case and the size may be left out)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable breakdown")
     args = parser.parse_args(argv)
+    if args.batch < 1 or args.seq < 1 or args.lora_rank < 1:
+        print("llmbook memory: --batch, --seq and --lora-rank must be positive whole numbers")
+        return 2
     try:
-        est = estimate(load_config(args.config), args.dtype, args.quantization, args.double_quant)
+        config = load_config(args.config)
+        if args.recipe:
+            return _print_job(config, args)
+        est = estimate(config, args.dtype, args.quantization, args.double_quant)
     except EstimateError as exc:
         print(f"llmbook memory: {exc}")
         return 2
@@ -301,13 +339,46 @@ def main(argv: list[str] | None = None) -> int:
     if est.constants_bytes:
         print(f"  constants   {format_bytes(est.constants_bytes)}  (not in get_memory_footprint())")
     print(f"  total       {format_bytes(est.total_bytes)}")
+    if args.gpu:
+        print(_fits_line(est.total_bytes, args.gpu) + " (weights alone; add --recipe for a whole job)")
+    return 0
+
+
+def _fits_line(total: int, gpu: str) -> str:
+    usable = usable_bytes(gpu)
+    verdict = "fits" if total <= usable else "does NOT fit"
+    return (f"  {gpu}: {verdict} ({total / GIB:.2f} GiB needed, {usable / GIB:.2f} GiB usable of "
+            f"{GPUS[gpu][0]:,} MiB)")
+
+
+def _print_job(config, args) -> int:
+    dtype = args.dtype or "bfloat16"
+    parts = breakdown(config, args.recipe, dtype, args.quantization, args.double_quant, args.batch, args.seq,
+                      args.checkpointing, args.lora_rank)
+    total = sum(parts.values())
+    if args.json:
+        print(json.dumps({"recipe": args.recipe, "dtype": dtype, "batch": args.batch, "seq": args.seq,
+                          "parts": parts, "total_bytes": total, "fits_on": fits_on(total)}, indent=2))
+        return 0
+    print(f"{args.recipe}, {dtype}, batch {args.batch} x {args.seq} tokens"
+          + (", checkpointing" if args.checkpointing else ""))
+    for part, n in parts.items():
+        print(f"  {part:15s} {n / GIB:10.3f} GiB")
+    print(f"  {'total':15s} {format_bytes(total)}")
+    if args.gpu:
+        print(_fits_line(total, args.gpu))
+    else:
+        print(f"  fits on: {', '.join(fits_on(total)) or 'none of the GPUs listed'}")
     return 0
 
 
 # --- the whole job: weights plus what inference or training adds ---------------------
 
-#: What the memory calculator (the web page and :func:`breakdown`) can estimate.
-RECIPES = ("inference", "full", "lora", "qlora")
+#: What the memory calculator (the web page and :func:`breakdown`) can estimate:
+#: inference; full fine-tuning with ``torch.autocast`` (fp32 weights), with a model held in
+#: bf16 throughout, or with 16-bit weights and an fp32 master copy (DeepSpeed, Apex); LoRA
+#: and QLoRA.
+RECIPES = ("inference", "full", "full-bf16", "full-master", "lora", "qlora")
 #: Linear layers a LoRA adapter is attached to (all of a Llama block's projections).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -328,6 +399,46 @@ PRESETS: dict[str, dict[str, Any]] = {
     "Llama-2-70B": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
                         num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=False),
 }
+
+
+#: GPUs readers rent, with the total memory ``nvidia-smi`` reports (MiB) and where that
+#: reading comes from. Marketing sizes are decimal gigabytes of the raw memory chips; a
+#: program sees less (see :func:`usable_bytes`).
+GPUS: dict[str, tuple[int, str]] = {
+    "T4": (15360, "nvidia-smi (Colab's free GPU), modal-labs/modal-client pull request 2797"),
+    "L4": (23034, "nvidia-smi, modal-labs/modal-client pull request 2797"),
+    "A10": (23028, "nvidia-smi, modal-labs/modal-client pull request 2797"),
+    "RTX 4090": (24564, "nvidia-smi, RLinf/RLinf issue 255"),
+    "RTX 3090": (24576, "nvidia-smi, noonghunna/club-3090 issue 741"),
+    "RTX 5090": (32607, "nvidia-smi, noonghunna/club-3090 issue 741"),
+    "A100 40GB": (40960, "nvidia-smi, modal-labs/modal-client pull request 2797"),
+    "L40S": (46068, "nvidia-smi, modal-labs/modal-client pull request 2797"),
+    "H100 80GB": (81559, "nvidia-smi, modal-labs/modal-client pull request 2797"),
+    "A100 80GB": (81920, "nvidia-smi, modal-labs/modal-client pull request 2797"),
+    "H200": (143771, "nvidia-smi on this book's GPU machine, 2026-11-28 (book/data/device_build.json)"),
+    "B200": (183359, "nvidia-smi, NVIDIA/TensorRT-LLM issue 10278"),
+}
+#: What a program cannot allocate of that total: the driver's own reserve (torch's
+#: ``total_memory`` is already about 250 MiB under nvidia-smi's total on a T4 and 615 MiB
+#: on the H200 this book ran on) plus the CUDA context (a few hundred MiB): 1 GiB in all.
+CUDA_RESERVE_BYTES = 1024**3
+#: The share of the rest kept free for the caching allocator's rounding and fragmentation.
+ALLOCATOR_SLACK = 0.05
+
+
+def usable_bytes(gpu: str) -> int:
+    """Bytes a PyTorch program can plan to fill on ``gpu`` (a key of :data:`GPUS`):
+    nvidia-smi's total, less :data:`CUDA_RESERVE_BYTES`, less :data:`ALLOCATOR_SLACK`."""
+    try:
+        total_mib = GPUS[gpu][0]
+    except KeyError:
+        raise EstimateError(f"unknown GPU {gpu!r}; choose one of {', '.join(GPUS)}") from None
+    return int((total_mib * 1024**2 - CUDA_RESERVE_BYTES) * (1 - ALLOCATOR_SLACK))
+
+
+def fits_on(total_bytes: int) -> list[str]:
+    """The GPUs of :data:`GPUS` whose usable memory holds ``total_bytes``."""
+    return [gpu for gpu in GPUS if total_bytes <= usable_bytes(gpu)]
 
 
 def _head_dim(config) -> int:
@@ -351,17 +462,54 @@ def prefill_activation_bytes(config, batch: int, seq: int, bytes_per_value: int 
     return batch * seq * (5 * h + 3 * inter) * bytes_per_value
 
 
-def training_activation_bytes(config, batch: int, seq: int, checkpointing: bool = False) -> int:
-    """Activations kept for the backward pass in 16-bit mixed precision, all layers.
+#: How a training step computes, for the activations it keeps: plain fp32, a model held
+#: in 16 bits ("bf16", fp16 alike), or ``torch.autocast`` to bf16 over fp32 weights.
+COMPUTE_MODES = ("fp32", "bf16", "autocast")
 
-    Korthikanti et al. (2022): ``s b h (34 + 5 a s / h)`` bytes per layer. With
-    checkpointing every layer keeps only its 16-bit input (``2 s b h``) and one layer at a
-    time is recomputed in full.
+
+def training_activation_bytes(config, batch: int, seq: int, checkpointing: bool = False,
+                              compute: str = "autocast") -> int:
+    """Bytes autograd keeps for the backward pass of a Llama-style model (RMSNorm, SwiGLU
+    MLP, rotary attention through PyTorch's SDPA, which keeps no seq x seq matrix), all
+    layers, plus the final norm and the loss. Measured on this architecture with
+    ``saved_tensors_hooks`` (the tests check it at several shapes); per token:
+
+    - each layer keeps ``8h + 4I + 2 kv hd`` wide values (block input and its normed copy,
+      queries, the kv-head keys and values, attention output and its projection input,
+      second norm's input and output; the MLP's gate, up, SiLU and product) and ``2 + a``
+      floats (each norm's statistic, the attention's log-sum-exp per head). In fp32 all are
+      4 bytes; a 16-bit model keeps the wide values in 2 bytes, plus one fp32 copy of ``h``
+      for its norms (they compute in fp32); autocast keeps ``10h`` bytes more (its fp32
+      residual stream and norms);
+    - outside the layers: the final norm (``12h``, ``8h`` or ``10h`` bytes) and the loss's
+      fp32 log-softmax of the logits, ``4 V`` bytes, which dominates with a large vocabulary.
+
+    With gradient checkpointing each layer keeps only its input (fp32 under autocast) and
+    one layer at a time is recomputed in full. Autocast's cached 16-bit weight copies are
+    not activations: see :func:`autocast_cache_bytes`.
     """
-    h, a, layers = config.hidden_size, config.num_attention_heads, config.num_hidden_layers
-    per_layer = seq * batch * h * (34 + 5 * a * seq / h)
-    total = layers * 2 * seq * batch * h + per_layer if checkpointing else layers * per_layer
-    return round(total)
+    if compute not in COMPUTE_MODES:
+        raise EstimateError(f"unknown compute mode {compute!r}; choose one of {', '.join(COMPUTE_MODES)}")
+    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    wide = 8 * h + 4 * inter + 2 * _kv_heads(config) * _head_dim(config)
+    stats = 2 + config.num_attention_heads
+    if compute == "fp32":
+        per_layer, outside, layer_input = 4 * (wide + stats), 12 * h, 4 * h
+    else:
+        per_layer = 2 * wide + 4 * h + 4 * stats + (10 * h if compute == "autocast" else 0)
+        outside, layer_input = (10 * h, 4 * h) if compute == "autocast" else (8 * h, 2 * h)
+    outside += 4 * config.vocab_size
+    per_token = layers * layer_input + per_layer if checkpointing else layers * per_layer
+    return batch * seq * (per_token + outside)
+
+
+def autocast_cache_bytes(config) -> int:
+    """Bytes of the bf16 copies ``torch.autocast`` makes of every matmul weight (the
+    blocks' projections and the output head) and keeps for the backward pass."""
+    h, hd = config.hidden_size, _head_dim(config)
+    q, kv = config.num_attention_heads * hd, _kv_heads(config) * hd
+    block = h * q + 2 * h * kv + q * h + 3 * h * config.intermediate_size
+    return 2 * (config.num_hidden_layers * block + config.vocab_size * h)
 
 
 def lora_parameters(config, rank: int) -> int:
@@ -379,13 +527,19 @@ def breakdown(config, recipe: str = "inference", dtype="bfloat16", quantization:
 
     - ``inference``: weights in ``dtype`` (or quantized), the KV cache of ``batch`` x
       ``context`` tokens and one layer's prompt-pass activations, both in the compute dtype.
-    - ``full``: full fine-tuning with mixed-precision AdamW: 16-bit weights and gradients,
-      fp32 master weights, two fp32 Adam moments (16 bytes per parameter), activations.
+    - ``full``: ``torch.autocast`` to bf16 over fp32 weights with AdamW: fp32 weights and
+      gradients, two fp32 moments, autocast's bf16 weight copies, activations (18 bytes
+      per parameter before activations).
+    - ``full-bf16``: the model held in bf16, AdamW's moments in bf16 too (8 bytes per
+      parameter).
+    - ``full-master``: 16-bit weights and gradients, an fp32 master copy and fp32 moments,
+      as DeepSpeed and Apex keep them (16 bytes per parameter).
     - ``lora``: frozen 16-bit base (``dtype``), an fp32 adapter with its gradients and Adam
-      moments (16 bytes per adapter parameter), activations.
+      moments (16 bytes per adapter parameter), activations of a 16-bit model.
     - ``qlora``: the same with an nf4 base (``double_quant`` applies).
 
-    Weights are exact (:func:`estimate`); activations are the model's estimates above.
+    Weights are exact (:func:`estimate`); activations follow
+    :func:`training_activation_bytes`.
     """
     import torch
 
@@ -397,11 +551,18 @@ def breakdown(config, recipe: str = "inference", dtype="bfloat16", quantization:
         return {"weights": estimate(config, dtype, quantization, double_quant).total_bytes,
                 "kv_cache": kv_cache_bytes(config, batch, context, width),
                 "activations": prefill_activation_bytes(config, batch, context, width)}
-    activations = training_activation_bytes(config, batch, context, checkpointing)
-    if recipe == "full":
+    if recipe.startswith("full"):
         n = estimate(config, torch.bfloat16).n_parameters
+        compute = "autocast" if recipe == "full" else "bf16"
+        activations = training_activation_bytes(config, batch, context, checkpointing, compute)
+        if recipe == "full":
+            return {"weights": 4 * n, "gradients": 4 * n, "optimizer": 8 * n,
+                    "autocast_cache": autocast_cache_bytes(config), "activations": activations}
+        if recipe == "full-bf16":
+            return {"weights": 2 * n, "gradients": 2 * n, "optimizer": 4 * n, "activations": activations}
         return {"weights": 2 * n, "gradients": 2 * n, "master_weights": 4 * n, "optimizer": 8 * n,
                 "activations": activations}
+    activations = training_activation_bytes(config, batch, context, checkpointing, "bf16")
     base = estimate(config, dtype, "nf4" if recipe == "qlora" else None, double_quant).total_bytes
     p = lora_parameters(config, lora_rank)
     return {"weights": base, "adapter": 4 * p, "gradients": 4 * p, "optimizer": 8 * p, "activations": activations}

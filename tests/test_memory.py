@@ -15,7 +15,7 @@ from llmbook.memory import (EstimateError, constants_bytes, estimate, is_skipped
 from llmbook.models import build, tiny_config
 
 pytest.importorskip("bitsandbytes")
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig  # noqa: E402
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig  # noqa: E402
 from transformers.utils import logging  # noqa: E402
 
 logging.set_verbosity_error()
@@ -192,3 +192,51 @@ def test_main_dispatch_rejects_unknown_command():
 def test_main_in_process(checkpoint, capsys):
     assert main([str(checkpoint), "--quantization", "int8", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["quantization"] == "int8"
+
+
+# --- will it fit? usable GPU memory and the CLI's whole-job answer ------------------
+
+def test_usable_memory_leaves_the_cuda_context_and_slack():
+    from conftest import ROOT
+    from llmbook.memory import ALLOCATOR_SLACK, CUDA_RESERVE_BYTES, GPUS, usable_bytes
+
+    for gpu, (total_mib, source) in GPUS.items():
+        total = total_mib * 2**20
+        assert usable_bytes(gpu) == int((total - CUDA_RESERVE_BYTES) * (1 - ALLOCATOR_SLACK)) and source
+        assert usable_bytes(gpu) < total - CUDA_RESERVE_BYTES
+    # the H200 this book ran on: torch's total_memory (recorded) less a CUDA context still
+    # exceeds what the calculator plans to fill
+    record = json.loads((ROOT / "book" / "data" / "device_build.json").read_text())["provenance"]
+    assert record["device_name"] == "NVIDIA H200"
+    assert usable_bytes("H200") < record["gpu_memory_gib"] * 2**30 - 512 * 2**20
+
+
+def test_llama_2_7b_in_bf16_at_4096_tokens_does_not_fit_a_t4():
+    """The calculator's old answer (16 'GiB' per T4, 5% spare) said it fits; it does not."""
+    from llmbook.memory import PRESETS, breakdown, fits_on
+
+    parts = breakdown(LlamaConfig(**PRESETS["Llama-2-7B"]), "inference", "bfloat16", batch=1, context=4096)
+    assert sum(parts.values()) > 14.9 * 2**30
+    assert "T4" not in fits_on(sum(parts.values())) and "A100 40GB" in fits_on(sum(parts.values()))
+
+
+def test_cli_answers_the_whole_question(tmp_path, capsys):
+    from llmbook.memory import main
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "llama", **PRESETS_7B}))
+    assert main([str(path), "--recipe", "inference", "--dtype", "bf16", "--seq", "4096", "--gpu", "t4"]) == 0
+    out = capsys.readouterr().out
+    assert "T4: does NOT fit" in out and "kv_cache" in out
+    assert main([str(path), "--recipe", "qlora", "--checkpointing", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["total_bytes"] == sum(data["parts"].values()) and "T4" in data["fits_on"]
+    with pytest.raises(SystemExit):
+        main([str(path), "--dtype", "fp8"])
+    assert "unknown dtype 'fp8'" in capsys.readouterr().err
+    assert main([str(path), "--recipe", "full", "--batch", "0"]) == 2
+    assert "positive" in capsys.readouterr().out
+
+
+PRESETS_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+              "num_key_value_heads": 32, "vocab_size": 32000}

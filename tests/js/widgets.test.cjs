@@ -83,6 +83,17 @@ test("memory breakdowns equal llmbook.memory.breakdown to the byte", () => {
   assert.deepEqual(failures.slice(0, 10), []);
 });
 
+test("the GPUs a job fits on equal llmbook.memory.fits_on", () => {
+  const failures = [];
+  for (const row of V.memory) {
+    const total = Object.values(row.parts).reduce((a, b) => a + b, 0);
+    const got = W.fitsOn(total, V.gpus);
+    if (JSON.stringify(got) !== JSON.stringify(row.fits_on)) failures.push(`${row.name}: ${got} vs ${row.fits_on}`);
+  }
+  assert.ok(V.gpus.gpus.length >= 10);
+  assert.deepEqual(failures.slice(0, 10), []);
+});
+
 test("bad options fail with a message", () => {
   assert.throws(() => W.breakdown(V.memory[0].config, { recipe: "pretrain" }), /unknown recipe/);
   assert.throws(() => W.breakdown(V.memory[0].config, { dtype: "float8" }), /unknown dtype/);

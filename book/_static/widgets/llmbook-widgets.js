@@ -146,7 +146,8 @@
 
   // ---------------------------------------------------------------- memory
   const BLOCK4 = 64; const NESTED = 256; const CODE4 = 16; const CODE8 = 256;
-  const RECIPES = ["inference", "full", "lora", "qlora"];
+  const RECIPES = ["inference", "full", "full-bf16", "full-master", "lora", "qlora"];
+  const COMPUTE_MODES = ["fp32", "bf16", "autocast"];
 
   function headDim(c) { return c.head_dim || c.hidden_size / c.num_attention_heads; }
   function kvHeads(c) { return c.num_key_value_heads || c.num_attention_heads; }
@@ -200,11 +201,31 @@
     return batch * seq * (5 * c.hidden_size + 3 * c.intermediate_size) * width;
   }
 
-  function trainingActivationBytes(c, batch, seq, checkpointing) {
-    const h = c.hidden_size; const a = c.num_attention_heads; const L = c.num_hidden_layers;
-    const perLayer = seq * batch * h * (34 + (5 * a * seq) / h);
-    const total = checkpointing ? L * 2 * seq * batch * h + perLayer : L * perLayer;
-    return Math.round(total); // Python's round: half to even; totals here are integers or far from .5
+  /** llmbook.memory.training_activation_bytes: what autograd keeps for a Llama-style
+   * model with SDPA attention (measured per token: 8h + 4I + 2 kv hd wide values and 2 + a
+   * statistics per layer; the final norm and the loss's fp32 log-softmax, 4V bytes). */
+  function trainingActivationBytes(c, batch, seq, checkpointing, compute) {
+    compute = compute || "autocast";
+    if (COMPUTE_MODES.indexOf(compute) < 0) throw new Error("unknown compute mode " + compute);
+    const h = c.hidden_size; const L = c.num_hidden_layers;
+    const wide = 8 * h + 4 * c.intermediate_size + 2 * kvHeads(c) * headDim(c);
+    const stats = 2 + c.num_attention_heads;
+    let perLayer; let outside; let layerInput;
+    if (compute === "fp32") { perLayer = 4 * (wide + stats); outside = 12 * h; layerInput = 4 * h; }
+    else {
+      perLayer = 2 * wide + 4 * h + 4 * stats + (compute === "autocast" ? 10 * h : 0);
+      outside = compute === "autocast" ? 10 * h : 8 * h;
+      layerInput = compute === "autocast" ? 4 * h : 2 * h;
+    }
+    outside += 4 * c.vocab_size;
+    const perToken = checkpointing ? L * layerInput + perLayer : L * perLayer;
+    return batch * seq * (perToken + outside);
+  }
+
+  /** llmbook.memory.autocast_cache_bytes: autocast's bf16 copies of every matmul weight. */
+  function autocastCacheBytes(c) {
+    const block = blockLinears(c).reduce((s, [a, b]) => s + a * b, 0);
+    return 2 * (c.num_hidden_layers * block + c.vocab_size * c.hidden_size);
   }
 
   function loraParameters(c, rank) {
@@ -225,19 +246,32 @@
         kv_cache: kvCacheBytes(c, opts.batch, opts.context, width),
         activations: prefillActivationBytes(c, opts.batch, opts.context, width) };
     }
-    const act = trainingActivationBytes(c, opts.batch, opts.context, opts.checkpointing);
-    if (opts.recipe === "full") {
+    if (opts.recipe.startsWith("full")) {
       const n = parameters(c);
+      const act = trainingActivationBytes(c, opts.batch, opts.context, opts.checkpointing,
+        opts.recipe === "full" ? "autocast" : "bf16");
+      if (opts.recipe === "full") {
+        return { weights: 4 * n, gradients: 4 * n, optimizer: 8 * n, autocast_cache: autocastCacheBytes(c),
+          activations: act };
+      }
+      if (opts.recipe === "full-bf16") return { weights: 2 * n, gradients: 2 * n, optimizer: 4 * n, activations: act };
       return { weights: 2 * n, gradients: 2 * n, master_weights: 4 * n, optimizer: 8 * n, activations: act };
     }
+    const act = trainingActivationBytes(c, opts.batch, opts.context, opts.checkpointing, "bf16");
     const base = weightBytes(c, width, opts.recipe === "qlora" ? "nf4" : null, opts.double_quant);
     const p = loraParameters(c, opts.lora_rank);
     return { weights: base, adapter: 4 * p, gradients: 4 * p, optimizer: 8 * p, activations: act };
   }
 
+  // The GPUs a job fits on: usable bytes (nvidia-smi's total less the driver and CUDA
+  // context reserve and the allocator's slack) come precomputed from llmbook.memory.
+  function fitsOn(totalBytes, gpuData) {
+    return gpuData.gpus.filter((g) => totalBytes <= g.usable_bytes).map((g) => g.name);
+  }
+
   const api = { FORMATS, NF4, RECIPES, decode, encode, classify, neighbours, fields, roundHalfEven,
     quantizeInt8, quantizeNf4, parameters, weightBytes, kvCacheBytes, prefillActivationBytes,
-    trainingActivationBytes, loraParameters, breakdown };
+    trainingActivationBytes, autocastCacheBytes, loraParameters, breakdown, fitsOn };
 
   // ---------------------------------------------------------------- user interface
   function el(tag, attrs, children) {
@@ -352,14 +386,13 @@
     render();
   }
 
-  const GPUS = [["T4 / 16 GB", 16], ["RTX 4090 / 24 GB", 24], ["A100 / 40 GB", 40], ["A100, H100 / 80 GB", 80],
-    ["H200 / 141 GB", 141]];
   const PART_LABELS = { weights: "weights", kv_cache: "KV cache", activations: "activations", gradients: "gradients",
-    master_weights: "fp32 master weights", optimizer: "optimizer states", adapter: "LoRA adapter" };
+    master_weights: "fp32 master weights", optimizer: "optimizer states", adapter: "LoRA adapter",
+    autocast_cache: "autocast's bf16 weight copies" };
   const PART_COLORS = { weights: "#0072B2", kv_cache: "#E69F00", activations: "#009E73", gradients: "#CC79A7",
-    master_weights: "#56B4E9", optimizer: "#D55E00", adapter: "#F0E442" };
+    master_weights: "#56B4E9", optimizer: "#D55E00", adapter: "#F0E442", autocast_cache: "#999999" };
 
-  function memoryCalculator(host, presets) {
+  function memoryCalculator(host, presets, gpuData) {
     const id = "mc" + Math.random().toString(36).slice(2, 8);
     const fieldsSpec = [["hidden_size", "hidden size"], ["num_hidden_layers", "layers"], ["vocab_size", "vocabulary"],
       ["num_attention_heads", "attention heads"], ["num_key_value_heads", "KV heads"],
@@ -386,7 +419,10 @@
       controls.appendChild(s);
       return s;
     }
-    const recipe = select("recipe", "job", [["inference", "inference"], ["full", "full fine-tune (mixed-precision AdamW)"],
+    const recipe = select("recipe", "job", [["inference", "inference"],
+      ["full", "full fine-tune, torch.autocast (fp32 weights, AdamW)"],
+      ["full-bf16", "full fine-tune, model in bf16 (AdamW in bf16)"],
+      ["full-master", "full fine-tune, 16-bit + fp32 master (DeepSpeed, Apex)"],
       ["lora", "LoRA"], ["qlora", "QLoRA (nf4 base)"]]);
     const dtype = select("dtype", "dtype", [["bfloat16", "bf16"], ["float16", "fp16"], ["float32", "fp32"]]);
     const quant = select("quantization", "quantization (inference)", [["", "none"], ["int8", "int8 (LLM.int8)"],
@@ -446,7 +482,7 @@
       svg.setAttribute("role", "img");
       svg.setAttribute("class", "llmb-bar");
       svg.setAttribute("aria-label", "Stacked bar of memory by part, total " + (total / GiB).toFixed(2) +
-        " GiB, with lines at common GPU memory sizes");
+        " GiB, with lines at the usable memory of common GPUs");
       let x = 0;
       for (const [k, v] of Object.entries(parts)) {
         const r = document.createElementNS(ns, "rect");
@@ -458,21 +494,22 @@
         x += v;
       }
       let lastLabel = -Infinity;
-      for (const [name, g] of GPUS) {
+      for (const gpu of gpuData.gpus) {
+        const g = gpu.usable_bytes / GiB;
         if (g > maxGiB) continue;
         const l = document.createElementNS(ns, "line");
         l.setAttribute("x1", String(scaleX(g))); l.setAttribute("x2", String(scaleX(g)));
         l.setAttribute("y1", "2"); l.setAttribute("y2", String(H - 10)); l.setAttribute("stroke", "#444");
         l.setAttribute("stroke-dasharray", "3 3");
+        const tip = document.createElementNS(ns, "title");
+        tip.textContent = gpu.name + ": " + g.toFixed(1) + " GiB usable of " + gpu.total_mib + " MiB";
+        l.appendChild(tip);
         svg.appendChild(l);
         if (scaleX(g) - lastLabel < 44) continue; // too close to the last label to read
         lastLabel = scaleX(g);
         const t = document.createElementNS(ns, "text");
         t.setAttribute("x", String(scaleX(g))); t.setAttribute("y", String(H + 4)); t.setAttribute("font-size", "10");
-        t.setAttribute("text-anchor", "middle"); t.textContent = g + " GiB";
-        const tip = document.createElementNS(ns, "title");
-        tip.textContent = name;
-        l.appendChild(tip);
+        t.setAttribute("text-anchor", "middle"); t.textContent = gpu.name.split(" ")[0];
         svg.appendChild(t);
       }
       const axis = document.createElementNS(ns, "text");
@@ -491,9 +528,12 @@
           el("td", { class: "llmb-bytes", text: v.toLocaleString("en-US") })]));
       }
       out.appendChild(t);
-      const fits = GPUS.filter(([, g]) => total <= g * GiB * 0.95).map(([n]) => n);
-      out.appendChild(el("p", { class: "llmb-fits", text: fits.length ? "Fits (with 5% to spare for the CUDA context " +
-        "and fragmentation) on: " + fits.join(", ") : "Fits on none of these single GPUs." }));
+      const fits = fitsOn(total, gpuData);
+      const rule = "usable memory = nvidia-smi's total less " + (gpuData.cuda_reserve_bytes / GiB).toFixed(0) +
+        " GiB for the driver and CUDA context, less " + (gpuData.allocator_slack * 100).toFixed(0) +
+        "% for the allocator";
+      out.appendChild(el("p", { class: "llmb-fits", text: (fits.length ? "Fits on: " + fits.join(", ") :
+        "Fits on none of these single GPUs") + " (" + rule + ")." }));
     }
 
     preset.addEventListener("change", () => { loadPreset(); render(); });
@@ -515,7 +555,7 @@
       h.classList.add("llmb-widget");
       if (h.dataset.llmbWidget === "float-explorer") floatExplorer(h);
       else if (h.dataset.llmbWidget === "memory-calculator") {
-        if (root.LLMBookPresets) memoryCalculator(h, root.LLMBookPresets);
+        if (root.LLMBookPresets && root.LLMBookGPUs) memoryCalculator(h, root.LLMBookPresets, root.LLMBookGPUs);
         else h.textContent = "The calculator's presets (presets.js) did not load; rebuild the site.";
       }
     });
