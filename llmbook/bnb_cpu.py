@@ -66,11 +66,20 @@ def _message(name: str, problem: str) -> str:
 
 def quantized_linear_shapes(model, skip: tuple[str, ...] = ("lm_head",)) -> dict[str, tuple[int, int]]:
     """``{name: (in_features, out_features)}`` of the linear layers bitsandbytes would
-    quantize in ``model`` (every ``nn.Linear`` except the output head, its default)."""
+    quantize in ``model`` (every ``nn.Linear`` and GPT-2 ``Conv1D`` except the output head,
+    its default)."""
     import torch
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers, which bitsandbytes quantizes too
 
-    return {name: (m.in_features, m.out_features) for name, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and name.split(".")[-1] not in skip}
+    shapes = {}
+    for name, m in model.named_modules():
+        if name.split(".")[-1] in skip:
+            continue
+        if isinstance(m, torch.nn.Linear):
+            shapes[name] = (m.in_features, m.out_features)
+        elif isinstance(m, Conv1D):
+            shapes[name] = tuple(m.weight.shape)  # (in, out): Conv1D stores the transpose
+    return shapes
 
 
 def config_problems(config) -> list[str]:
@@ -88,14 +97,17 @@ def check_4bit_model(model, strict: bool | None = None) -> None:
     cannot take the packed CPU path. By default it checks only where that path exists
     (or under ``LLMBOOK_STRICT_4BIT=1``); ``strict=True`` checks on any machine."""
     if strict is None:
-        strict = bool(os.environ.get(STRICT_ENV)) or cpu_4bit_path() == "packed"
+        strict = os.environ.get(STRICT_ENV, "0") not in ("", "0", "false", "False") or cpu_4bit_path() == "packed"
     if not strict or importlib.util.find_spec("bitsandbytes") is None:
         return
     import bitsandbytes as bnb
 
     for name, m in model.named_modules():
-        if isinstance(m, bnb.nn.Linear4bit) and (p := shape_problem(m.in_features, m.out_features)):
-            raise UnsupportedShape(_message(name, p))
+        if not isinstance(m, bnb.nn.Linear4bit):
+            continue
+        blocksize = getattr(m.weight, "blocksize", None) or BLOCKSIZE
+        if p := shape_problem(m.in_features, m.out_features, blocksize):
+            raise UnsupportedShape(_message(name, p).replace(f"multiple of {BLOCKSIZE} for", f"multiple of {blocksize} for"))
 
 
 def quant_bytes(layer) -> dict[str, Any]:
@@ -163,12 +175,46 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
 
 def install_strict_check() -> None:
-    """Make every ``Linear4bit`` created from now on check its shape (any machine)."""
+    """Make every ``Linear4bit`` created from now on check its shape (any machine) against
+    the default 64-weight block (the block size is set later, on the weight; a layer with
+    another block size is checked by :func:`check_4bit_model`)."""
     module = sys.modules.get(_PatchOnImport.target)
     if module is not None:
         _patch(module.Linear4bit)
     elif not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchOnImport())
+
+
+def state_dict_after_cpu_forward(weight, seed: int = 0) -> list[dict[str, Any]]:
+    """What ``state_dict()`` (which saving calls) does to a layer the CPU has repacked.
+
+    ``Linear4bit._save_to_state_dict`` undoes the packing on the live module, in place, but
+    in bitsandbytes 0.50.2 the inverse rebuilds the constants only for double
+    quantization: plain nf4 keeps bf16, transposed absmax. For nf4 with and without double
+    quantization: the saved absmax's dtype and shape, and the relative error of the layer's
+    output afterwards (train mode, then eval mode) against the layer before any of this.
+    Where this CPU has no packed path the packing is applied by hand.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    x = torch.randn(8, weight.shape[1], dtype=torch.bfloat16)
+    rows = []
+    for double_quant in (False, True):
+        with torch.no_grad():
+            y_ref = nf4_layer(weight, double_quant).train()(x).float()
+            layer = nf4_layer(weight, double_quant)
+            layer(x)  # the first eval forward: repacks where the path exists
+            by_hand = not quant_bytes(layer)["packed"]
+            if by_hand:
+                pack_like_cpu(layer)
+            absmax = layer.state_dict()["weight.absmax"]
+            errors = {mode: ((layer.train(mode == "train")(x).float() - y_ref).norm() / y_ref.norm()).item()
+                      for mode in ("train", "eval")}
+        rows.append({"double_quant": double_quant, "packed_by_hand": by_hand,
+                     "saved_absmax": f"{str(absmax.dtype).replace('torch.', '')} {tuple(absmax.shape)}",
+                     "train_rel_error": errors["train"], "eval_rel_error": errors["eval"]})
+    return rows
 
 
 # --- bitsandbytes issue 2078: moving a repacked layer to a GPU ---

@@ -302,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llmbook memory", description=main.__doc__)
     parser.add_argument("config", help="a config.json, a folder holding one, or a hub id (online)")
     parser.add_argument("--dtype", default=None, type=_dtype_arg,
-                        help="dtype of the unquantized tensors: fp32, fp16, bf16 (or float32, ...); "
-                             "default: the config's, else float32")
+                        help="dtype of the unquantized tensors: fp32, fp16, bf16 (or float32, ...); default: "
+                             "the config's, else float32 (with --recipe: bf16; the full recipes fix their own)")
     parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None)
     parser.add_argument("--double-quant", action="store_true", help="4-bit double quantization of the constants")
     parser.add_argument("--recipe", choices=RECIPES, default=None, help="estimate a whole job, not only the weights")
@@ -468,25 +468,38 @@ COMPUTE_MODES = ("fp32", "bf16", "autocast")
 
 
 def training_activation_bytes(config, batch: int, seq: int, checkpointing: bool = False,
-                              compute: str = "autocast") -> int:
+                              compute: str = "autocast", lora_rank: int | None = None) -> int:
     """Bytes autograd keeps for the backward pass of a Llama-style model (RMSNorm, SwiGLU
     MLP, rotary attention through PyTorch's SDPA, which keeps no seq x seq matrix), all
     layers, plus the final norm and the loss. Measured on this architecture with
-    ``saved_tensors_hooks`` (the tests check it at several shapes); per token:
+    ``saved_tensors_hooks`` (the tests check it within 5% at several shapes); per token:
 
-    - each layer keeps ``8h + 4I + 2 kv hd`` wide values (block input and its normed copy,
-      queries, the kv-head keys and values, attention output and its projection input,
-      second norm's input and output; the MLP's gate, up, SiLU and product) and ``2 + a``
-      floats (each norm's statistic, the attention's log-sum-exp per head). In fp32 all are
-      4 bytes; a 16-bit model keeps the wide values in 2 bytes, plus one fp32 copy of ``h``
-      for its norms (they compute in fp32); autocast keeps ``10h`` bytes more (its fp32
-      residual stream and norms);
+    - each layer keeps ``8h + 4I + 2 kv hd`` wide values (each of its two RMSNorms keeps
+      its input, its normalised value and its output; attention keeps the query and its
+      output, which is also the output projection's input; the keys and values at their
+      own size, since SDPA takes them unexpanded when there is no padding mask; the MLP's
+      gate, up, SiLU and product) and ``2 + a`` floats (each norm's statistic, the
+      attention's log-sum-exp per head). In fp32 all are 4 bytes; a 16-bit model keeps the
+      wide values in 2 bytes plus ``4h`` bytes of fp32 copies (its norms compute in fp32);
+      autocast keeps ``10h`` bytes more (its fp32 residual stream and norms);
     - outside the layers: the final norm (``12h``, ``8h`` or ``10h`` bytes) and the loss's
       fp32 log-softmax of the logits, ``4 V`` bytes, which dominates with a large vocabulary.
+
+    This is what the backward pass needs, not the step's peak: a training loop that holds
+    the model's output keeps the logits too (``V`` values per token in the compute dtype),
+    the loss makes a transient fp32 copy of them, and the optimizer step allocates
+    temporaries of its own. With a padded batch (an attention mask), SDPA gets keys and
+    values repeated to all heads (``2 a hd`` instead of ``2 kv hd``).
 
     With gradient checkpointing each layer keeps only its input (fp32 under autocast) and
     one layer at a time is recomputed in full. Autocast's cached 16-bit weight copies are
     not activations: see :func:`autocast_cache_bytes`.
+
+    With ``lora_rank`` (PEFT adapters of that rank on all seven projections, over a frozen
+    16-bit or 4-bit base), each layer keeps ``16h + 2I + 28r`` bytes per token more,
+    measured: PEFT runs the adapters in fp32, keeping fp32 copies of their inputs and each
+    adapter's rank-``r`` intermediate (7 x 4 bytes per rank). A frozen nf4 base keeps the
+    same bytes as a frozen 16-bit one.
     """
     if compute not in COMPUTE_MODES:
         raise EstimateError(f"unknown compute mode {compute!r}; choose one of {', '.join(COMPUTE_MODES)}")
@@ -499,6 +512,8 @@ def training_activation_bytes(config, batch: int, seq: int, checkpointing: bool 
         per_layer = 2 * wide + 4 * h + 4 * stats + (10 * h if compute == "autocast" else 0)
         outside, layer_input = (10 * h, 4 * h) if compute == "autocast" else (8 * h, 2 * h)
     outside += 4 * config.vocab_size
+    if lora_rank:
+        per_layer += 16 * h + 2 * inter + 28 * lora_rank
     per_token = layers * layer_input + per_layer if checkpointing else layers * per_layer
     return batch * seq * (per_token + outside)
 
@@ -535,7 +550,7 @@ def breakdown(config, recipe: str = "inference", dtype="bfloat16", quantization:
     - ``full-master``: 16-bit weights and gradients, an fp32 master copy and fp32 moments,
       as DeepSpeed and Apex keep them (16 bytes per parameter).
     - ``lora``: frozen 16-bit base (``dtype``), an fp32 adapter with its gradients and Adam
-      moments (16 bytes per adapter parameter), activations of a 16-bit model.
+      moments (16 bytes per adapter parameter), activations of a 16-bit model with adapters.
     - ``qlora``: the same with an nf4 base (``double_quant`` applies).
 
     Weights are exact (:func:`estimate`); activations follow
@@ -562,7 +577,7 @@ def breakdown(config, recipe: str = "inference", dtype="bfloat16", quantization:
             return {"weights": 2 * n, "gradients": 2 * n, "optimizer": 4 * n, "activations": activations}
         return {"weights": 2 * n, "gradients": 2 * n, "master_weights": 4 * n, "optimizer": 8 * n,
                 "activations": activations}
-    activations = training_activation_bytes(config, batch, context, checkpointing, "bf16")
+    activations = training_activation_bytes(config, batch, context, checkpointing, "bf16", lora_rank)
     base = estimate(config, dtype, "nf4" if recipe == "qlora" else None, double_quant).total_bytes
     p = lora_parameters(config, lora_rank)
     return {"weights": base, "adapter": 4 * p, "gradients": 4 * p, "optimizer": 8 * p, "activations": activations}

@@ -68,14 +68,20 @@ def scratch_book(keep: list[str], dest: Path) -> Path:
     return dest
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def failure_of(report: Path) -> dict:
-    """The failing cell (first lines) and the error line from a myst-nb execution report."""
-    text = report.read_text(errors="replace")
+    """The failing cell (first lines) and the error line from a myst-nb execution report
+    (which carries the kernel's coloured traceback: colour codes are stripped)."""
+    text = ANSI.sub("", report.read_text(errors="replace"))
     cell = ""
     match = re.search(r"An error occurred while executing the following cell:\n-+\n(.*?)\n-+\n", text, re.S)
     if match:
         cell = "\n".join(match.group(1).splitlines()[:6])
-    errors = [line for line in text.splitlines() if re.match(r"^[A-Za-z_.]*(Error|Exception|Requirement|Shape)\b.*:", line)]
+    errors = [line for line in text.splitlines()
+              if re.match(r"^[A-Za-z_.]*(Error|Exception|Requirement|Shape)\b.*:", line)
+              and "CellExecutionError" not in line and "ExecutionError:" not in line]
     return {"failing_cell": cell, "error": errors[-1][:500] if errors else text.strip().splitlines()[-1][:500]}
 
 
@@ -144,23 +150,26 @@ def main(argv: list[str] | None = None) -> int:
             cmd.append("-W")
         start = time.perf_counter()
         log_path = out / "build.log"  # streamed, so a killed run still leaves its log
-        timed_out = False
+        timed_out, proc = False, None
         try:
             with open(log_path, "w") as log:
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                                        env={**os.environ, "HF_HUB_OFFLINE": "1", "LLMBOOK_STRICT_4BIT": "1"})
                 try:
                     proc.wait(timeout=args.timeout)
                 except subprocess.TimeoutExpired:
                     timed_out = True
-                    os.killpg(proc.pid, signal.SIGKILL)  # the build and its notebook kernels
-                    proc.wait()
         finally:
-            config_path.unlink()
+            if proc is not None and proc.poll() is None:  # timeout, Ctrl-C or any error: stop the build
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                time.sleep(3)  # its kernels (own sessions) exit once their parent is gone
+            config_path.unlink(missing_ok=True)
         wall_s = time.perf_counter() - start
         log_text = log_path.read_text(errors="replace")
         record["build"] = {
-            "command": "jb build . -n -W --keep-going (empty execution cache)",
+            "command": " ".join(cmd[3:]).replace(str(output), "OUT").replace(str(source), "BOOK")
+            + " (empty execution cache; every chapter runs even after one fails; LLMBOOK_STRICT_4BIT=1)",
             "returncode": proc.returncode,
             "timed_out_after_s": args.timeout if timed_out else None,
             "wall_s": round(wall_s, 1),
@@ -170,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             "warnings": [line for line in log_text.splitlines() if "WARNING" in line and "IPKernelApp" not in line][:20],
         }
         record["chapters"] = chapter_results(output, chapters)
+    path.write_text(json.dumps(record, indent=2) + "\n")  # before the GPU check, which could crash
     record["bnb_move_after_cpu_forward"] = bnb_move_check()
     record["build"]["whole_book_executed"] = not args.dry_run and all(c["result"] == "ok" for c in record["chapters"])
     path.write_text(json.dumps(record, indent=2) + "\n")

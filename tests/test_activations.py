@@ -104,3 +104,29 @@ def test_recipes_count_bytes_per_parameter():
     assert sum(v for k, v in master.items() if k != "activations") == 16 * n
     with pytest.raises(EstimateError, match="unknown compute mode"):
         training_activation_bytes(config, 1, 8, compute="fp8")
+
+
+@pytest.mark.parametrize("base", ["bf16", "nf4"])
+@pytest.mark.parametrize("rank", [8, 64])
+def test_lora_and_qlora_activations_within_5_percent(tmp_path, base, rank):
+    """PEFT adapters on all seven projections over a frozen bf16 (LoRA) or nf4 (QLoRA) base."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import BitsAndBytesConfig
+
+    from llmbook.memory import LORA_TARGETS
+
+    config = LlamaConfig(num_hidden_layers=3, max_position_embeddings=512, **SHAPES["gqa"])
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    if base == "nf4":
+        model.save_pretrained(tmp_path)
+        model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16, quantization_config=BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True))
+    model = get_peft_model(model, LoraConfig(r=rank, target_modules=list(LORA_TARGETS), lora_dropout=0.0)).train()
+    ids = torch.randint(0, config.vocab_size, (2, 96))
+    measured = saved_for_backward(model, lambda: model(input_ids=ids, labels=ids).loss)
+    predicted = training_activation_bytes(config, 2, 96, compute="bf16", lora_rank=rank)
+    assert abs(predicted - measured) / measured < 0.05, (predicted, measured)
+    assert breakdown(config, "qlora" if base == "nf4" else "lora", batch=2, context=96, lora_rank=rank)[
+        "activations"] == predicted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -20,7 +21,7 @@ PROVENANCE = {"device", "device_name", "driver", "cuda_runtime", "cpu", "cpu_fea
 def test_device_check_dry_run_records_a_chapter(tmp_path):
     """On a CPU the script builds chapter 1 alone and writes the same record a GPU run does."""
     out = subprocess.run(["bash", str(ROOT / "scripts" / "device_check.sh"), str(tmp_path), "--dry-run"],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     record = json.loads((tmp_path / "device_build.json").read_text())
     assert PROVENANCE <= set(record["provenance"])
@@ -36,9 +37,11 @@ def test_device_check_reports_a_failing_cell(tmp_path):
     from device_check import failure_of
 
     report = tmp_path / "ch.err.log"
+    # as myst-nb writes it: the kernel's traceback in colour, after nbclient's own lines
     report.write_text("Traceback (most recent call last):\n  ...\nnbclient.exceptions.CellExecutionError: "
                       "An error occurred while executing the following cell:\n------------------\nx = 1\ny = x / 0\n"
-                      "------------------\n\nZeroDivisionError: division by zero\n")
+                      "------------------\n\n\n\x1b[31m---------\x1b[39m\n\x1b[31mZeroDivisionError\x1b[39m"
+                      "    Traceback (most recent call last)\n\x1b[31mZeroDivisionError\x1b[39m: division by zero\n")
     failure = failure_of(report)
     assert failure == {"failing_cell": "x = 1\ny = x / 0", "error": "ZeroDivisionError: division by zero"}
 

@@ -110,16 +110,18 @@ class DeviceBuild(SphinxDirective):
         data = json.loads(path.read_text())
         p, build = data["provenance"], data["build"]
         ok = sum(c["result"] == "ok" for c in data["chapters"])
-        budget = (f"stopped after {build['timed_out_after_s']:.0f} s" if build.get("timed_out_after_s")
-                  else f"{build['wall_s']:.0f} s")
-        whole = "every chapter executed" if build.get("whole_book_executed") else "not every chapter executed"
+        seconds = build.get("timed_out_after_s") or build["wall_s"]
+        if build.get("whole_book_executed"):
+            budget = f"the whole book took {seconds:.0f} s against the GPU budget of {build['budget_s']} s"
+        else:
+            budget = (f"the build ended after {seconds:.0f} s before every chapter had run, so it does not measure "
+                      f"the whole book against the GPU budget of {build['budget_s']} s")
         intro = nodes.paragraph(text=(
             f"Recorded on {p['date']} on an {p['device_name']} ({p['gpu_memory_gib']:.0f} GiB, driver {p['driver']}, "
             f"CUDA {p['cuda_runtime']}; CPU {p['cpu']}, {p['cpu_cores']} cores, bitsandbytes CPU path {p['bnb_cpu_path']}) "
             f"with {p['command']}; versions: "
             + ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)
-            + f". {ok} of {len(data['chapters'])} chapters ran without error ({whole}); the build took {budget} "
-            f"against a budget of {build['budget_s']} s for the whole book."))
+            + f". {ok} of {len(data['chapters'])} chapters ran without error; {budget}."))
         rows = [[c["chapter"], f"{c['seconds']:.1f} s" if c.get("seconds") is not None else "-", c["result"],
                  c.get("error", "")] for c in data["chapters"]]
         notes = [nodes.paragraph(text=n) for n in data.get("notes", [])]

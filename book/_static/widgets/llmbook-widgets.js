@@ -204,7 +204,7 @@
   /** llmbook.memory.training_activation_bytes: what autograd keeps for a Llama-style
    * model with SDPA attention (measured per token: 8h + 4I + 2 kv hd wide values and 2 + a
    * statistics per layer; the final norm and the loss's fp32 log-softmax, 4V bytes). */
-  function trainingActivationBytes(c, batch, seq, checkpointing, compute) {
+  function trainingActivationBytes(c, batch, seq, checkpointing, compute, loraRank) {
     compute = compute || "autocast";
     if (COMPUTE_MODES.indexOf(compute) < 0) throw new Error("unknown compute mode " + compute);
     const h = c.hidden_size; const L = c.num_hidden_layers;
@@ -218,6 +218,7 @@
       layerInput = compute === "autocast" ? 4 * h : 2 * h;
     }
     outside += 4 * c.vocab_size;
+    if (loraRank) perLayer += 16 * h + 2 * c.intermediate_size + 28 * loraRank; // PEFT's fp32 adapters, measured
     const perToken = checkpointing ? L * layerInput + perLayer : L * perLayer;
     return batch * seq * (perToken + outside);
   }
@@ -257,7 +258,7 @@
       if (opts.recipe === "full-bf16") return { weights: 2 * n, gradients: 2 * n, optimizer: 4 * n, activations: act };
       return { weights: 2 * n, gradients: 2 * n, master_weights: 4 * n, optimizer: 8 * n, activations: act };
     }
-    const act = trainingActivationBytes(c, opts.batch, opts.context, opts.checkpointing, "bf16");
+    const act = trainingActivationBytes(c, opts.batch, opts.context, opts.checkpointing, "bf16", opts.lora_rank);
     const base = weightBytes(c, width, opts.recipe === "qlora" ? "nf4" : null, opts.double_quant);
     const p = loraParameters(c, opts.lora_rank);
     return { weights: base, adapter: 4 * p, gradients: 4 * p, optimizer: 8 * p, activations: act };
