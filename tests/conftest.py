@@ -47,6 +47,18 @@ def load_notebook(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def scratch_notebook(code: str) -> str:
+    """A one-code-cell notebook (JSON text) for scratch books in the tests."""
+    return json.dumps({
+        "cells": [
+            {"cell_type": "markdown", "id": "c0", "metadata": {}, "source": ["# A chapter\n"]},
+            {"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": None, "outputs": [], "source": [code]},
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    })
+
+
 def run_jb(source: Path, output: Path, *extra: str, timeout: int = 1800) -> subprocess.CompletedProcess:
     """Build the book at ``source`` into ``output`` with warnings as errors."""
     return subprocess.run(

@@ -9,14 +9,13 @@ and a scratch requirements file at run time.
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, run_jb
+from conftest import ROOT, run_jb, scratch_notebook
 
 EXT = ROOT / "book" / "_ext"
 
@@ -59,17 +58,6 @@ if pathlib.Path('kill.flag').exists():
 """
 
 
-def notebook(code: str) -> str:
-    return json.dumps({
-        "cells": [
-            {"cell_type": "markdown", "id": "c0", "metadata": {}, "source": ["# A chapter\n"]},
-            {"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": None, "outputs": [], "source": [code]},
-        ],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    })
-
-
 @pytest.fixture
 def scratch(tmp_path):
     src = tmp_path / "src"
@@ -79,8 +67,8 @@ def scratch(tmp_path):
     (src / "intro.md").write_text("# Scratch\n")
     (src / "mylib" / "__init__.py").write_text('VALUE = "lib-v1"\n')
     (src / "requirements.txt").write_text("pin==1.0\n")
-    (src / "alpha.ipynb").write_text(notebook(READ_INPUTS))
-    (src / "beta.ipynb").write_text(notebook(READ_INPUTS + KILL_THE_BUILD))
+    (src / "alpha.ipynb").write_text(scratch_notebook(READ_INPUTS))
+    (src / "beta.ipynb").write_text(scratch_notebook(READ_INPUTS + KILL_THE_BUILD))
     return src, tmp_path / "out"
 
 

@@ -6,12 +6,11 @@ import json
 import re
 import shutil
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, chapter_notebooks, load_notebook, run_jb, toc_files
+from conftest import ROOT, chapter_notebooks, load_notebook, run_jb, scratch_notebook, toc_files
 
 pytestmark = pytest.mark.build
 NOTEBOOKS = chapter_notebooks()
@@ -141,17 +140,6 @@ chapters:
 """
 
 
-def notebook(code: str) -> str:
-    return json.dumps({
-        "cells": [
-            {"cell_type": "markdown", "id": "c0", "metadata": {}, "source": ["# A chapter\n"]},
-            {"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": None, "outputs": [], "source": [code]},
-        ],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    })
-
-
 @pytest.fixture
 def scratch_book(tmp_path):
     src = tmp_path / "src"
@@ -162,8 +150,8 @@ def scratch_book(tmp_path):
     shutil.copytree(ROOT / "book" / "_static", src / "book" / "_static")  # widgets, favicon, MathJax
     (src / "_toc.yml").write_text(SCRATCH_TOC)
     (src / "book" / "intro.md").write_text("# Scratch\n")
-    (src / "book" / "01_alpha.ipynb").write_text(notebook("print('alpha', 1 + 1)"))
-    (src / "book" / "02_beta.ipynb").write_text(notebook("print('beta')"))
+    (src / "book" / "01_alpha.ipynb").write_text(scratch_notebook("print('alpha', 1 + 1)"))
+    (src / "book" / "02_beta.ipynb").write_text(scratch_notebook("print('beta')"))
     return src, tmp_path / "out"
 
 
@@ -173,7 +161,7 @@ def test_a_changed_chapter_reexecutes_alone(scratch_book):
     assert first.returncode == 0, first.stdout[-3000:]
     log = first.stdout + first.stderr
     assert "01_alpha.ipynb: Executing" in log and "02_beta.ipynb: Executing" in log
-    (src / "book" / "02_beta.ipynb").write_text(notebook("print('beta, changed')"))
+    (src / "book" / "02_beta.ipynb").write_text(scratch_notebook("print('beta, changed')"))
     second = run_jb(src, out)
     log = second.stdout + second.stderr
     assert second.returncode == 0
@@ -182,7 +170,7 @@ def test_a_changed_chapter_reexecutes_alone(scratch_book):
 
 def test_a_failing_cell_fails_the_build_with_its_traceback(scratch_book):
     src, out = scratch_book
-    (src / "book" / "02_beta.ipynb").write_text(notebook("def f():\n    raise ValueError('boom from beta')\nf()"))
+    (src / "book" / "02_beta.ipynb").write_text(scratch_notebook("def f():\n    raise ValueError('boom from beta')\nf()"))
     result = run_jb(src, out)
     log = result.stdout + result.stderr
     assert result.returncode != 0, "a failing notebook must fail the build"
