@@ -252,3 +252,24 @@ def layer_timeline(model, ids, device: str = "cpu") -> list[dict[str, Any]]:
         for h in handles:
             h.remove()
     return events
+
+
+def decode_interval(result: dict[str, Any] | GenerationResult) -> tuple[float, float]:
+    """A conservative interval (tokens/s) for a measurement's decode speed.
+
+    Decode speed is ``batch * (n - 1) / (t_n - t_1)`` from the medians of the long and the
+    one-token calls. Each median lies within its spread (max - min) of every repeat, so the
+    speed lies between the values with both times pushed apart, or together, by their
+    spreads. With 3 repeats this is the whole observed range, not a confidence interval:
+    an ordering is claimed only where two such intervals do not overlap.
+    """
+    r = result.as_dict() if isinstance(result, GenerationResult) else result
+    tokens = r["batch"] * (r["new_tokens"] - 1)
+    slow = r["total_s"] + r["total_spread_s"] - (r["ttft_s"] - r["ttft_spread_s"])
+    fast = r["total_s"] - r["total_spread_s"] - (r["ttft_s"] + r["ttft_spread_s"])
+    return tokens / slow, (tokens / fast if fast > 0 else float("inf"))
+
+
+def separated(a: tuple[float, float], b: tuple[float, float]) -> int:
+    """+1 if interval ``a`` lies wholly above ``b``, -1 if wholly below, 0 if they overlap."""
+    return 1 if a[0] > b[1] else -1 if a[1] < b[0] else 0

@@ -197,3 +197,20 @@ def test_plain_runner_can_run_the_colab_install_cell(tmp_path):
     subprocess.run([sys.executable, "scripts/run_chapters_plain.py", "--colab", str(nb), "--out", str(out)],
                    cwd=ROOT, check=True, capture_output=True, timeout=120)
     assert "\ncolab\n" in "\n" + json.loads(out.read_text())[0]["stdout_tail"]
+
+
+def test_decode_interval_brackets_the_median_and_orders_only_when_separated():
+    from llmbook.bench import decode_interval, separated
+
+    row = {"batch": 1, "new_tokens": 64, "ttft_s": 0.02, "ttft_spread_s": 0.001, "total_s": 1.16, "total_spread_s": 0.17}
+    low, high = decode_interval(row)
+    median = 63 / (1.16 - 0.02)
+    assert low < median < high
+    assert low == pytest.approx(63 / (1.16 + 0.17 - 0.019)) and high == pytest.approx(63 / (1.16 - 0.17 - 0.021))
+    assert decode_interval({**row, "total_spread_s": 0.0, "ttft_spread_s": 0.0}) == pytest.approx((median, median))
+    assert separated((3, 4), (1, 2)) == 1 and separated((1, 2), (3, 4)) == -1 and separated((1, 3), (2, 4)) == 0
+    # every recorded GPU measurement's interval holds its own median
+    for rows in bench.recorded_run()["sections"].values():
+        for r in rows if isinstance(rows, list) else []:
+            lo, hi = decode_interval(r)
+            assert lo <= r["decode_tok_s"] <= hi
