@@ -29,7 +29,12 @@ class _DropKernelsHubNotice(_logging.Filter):
 
 _logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropKernelsHubNotice())
 
-if _os.environ.get("LLMBOOK_STRICT_4BIT", "0") not in ("", "0", "false", "False"):  # tests and their book build: see llmbook.bnb_cpu
+if _os.environ.get("LLMBOOK_STRICT_4BIT", "0") not in (
+    "",
+    "0",
+    "false",
+    "False",
+):  # tests and their book build: see llmbook.bnb_cpu
     from .bnb_cpu import install_strict_check as _install
 
     _install()

@@ -1,7 +1,7 @@
 """``python -m llmbook COMMAND``: the book's command-line tools.
 
-    python -m llmbook memory CONFIG [--dtype ...] [--quantization int8|nf4|fp4] [--json]
-    python -m llmbook env [--json]
+python -m llmbook memory CONFIG [--dtype ...] [--quantization int8|nf4|fp4] [--json]
+python -m llmbook env [--json]
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ COMMANDS = {"memory": "llmbook.memory", "env": "llmbook.env"}
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
-        print(f"usage: python -m llmbook {{{','.join(COMMANDS)}}} ...  (got {argv[0] if argv else 'nothing'!r})")
+        print(
+            f"usage: python -m llmbook {{{','.join(COMMANDS)}}} ...  (got {argv[0] if argv else 'nothing'!r})"
+        )
         return 2
     import importlib
 

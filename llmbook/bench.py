@@ -31,25 +31,51 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .measure import PeakMemory, time_call
-from .memory import PRESETS, kv_cache_bytes
+from . import memory
+from .measure import PeakMemory, tensor_bytes, time_call
+from .memory import PRESETS
 
-#: Precisions the harness knows, in the order tables show them.
+#: Precisions the harness benchmarks, in the order tables show them.
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4")
+
+#: Every bitsandbytes precision the book loads: ``BitsAndBytesConfig`` keyword arguments.
+#: The book's one table of them; :func:`load_kwargs` turns a name into ``from_pretrained``
+#: arguments. "int8-no-outliers" is plain int8 (threshold 0: no fp16 outlier columns).
+QUANTIZED = {
+    "int8": {"load_in_8bit": True},
+    "int8-no-outliers": {"load_in_8bit": True, "llm_int8_threshold": 0.0},
+    "nf4": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"},
+    "nf4-dq": {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": True,
+    },
+    "fp4": {"load_in_4bit": True, "bnb_4bit_quant_type": "fp4"},
+    "fp4-dq": {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "fp4",
+        "bnb_4bit_use_double_quant": True,
+    },
+}
+FLOATS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+ALL_PRECISIONS = tuple(FLOATS) + tuple(QUANTIZED)
 
 #: TinyLlama-1.1B's geometry (Llama 2 architecture, grouped-query attention): the
 #: model the GPU reference run uses. 1.10B parameters.
 TINYLLAMA_1B = dict(PRESETS["TinyLlama-1.1B"], max_position_embeddings=4096)
 
 
-#: The 16-bit type quantized models compute in, by default.
-DEFAULT_COMPUTE = {"int8": "float16", "nf4": "bfloat16"}
+#: The 16-bit type quantized models compute in, by default: fp16 for int8 (LLM.int8's
+#: kernels take fp16 and cast anything else to it), bf16 for the 4-bit types.
+DEFAULT_COMPUTE = {
+    p: "float16" if p.startswith("int8") else "bfloat16" for p in QUANTIZED
+}
 
 
 def _dtype(name):
     import torch
 
-    return getattr(torch, name) if isinstance(name, str) else name
+    return getattr(torch, name) if isinstance(name, str) and name != "auto" else name
 
 
 def recorded_run(name: str = "gpu_inference_h200.json") -> dict[str, Any]:
@@ -60,28 +86,30 @@ def recorded_run(name: str = "gpu_inference_h200.json") -> dict[str, Any]:
     return json.loads(files("llmbook").joinpath("data", name).read_text())
 
 
-def load_kwargs(precision: str, compute_dtype=None) -> dict[str, Any]:
-    """``from_pretrained`` keyword arguments for ``precision``.
+def load_kwargs(precision: str, compute_dtype=None, dtype="compute") -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for ``precision`` (one of :data:`ALL_PRECISIONS`).
 
-    Quantized precisions keep their non-quantized tensors and compute in
-    ``compute_dtype``: by default fp16 for int8 (LLM.int8's kernels take fp16 and cast
-    anything else to it) and bf16 for nf4.
+    Quantized precisions compute in ``compute_dtype`` (default :data:`DEFAULT_COMPUTE`;
+    for 4-bit it becomes ``bnb_4bit_compute_dtype``) and keep their non-quantized tensors
+    in ``dtype``: by default the compute dtype; ``"auto"`` keeps the checkpoint's own.
     """
-    import torch
-
-    compute_dtype = compute_dtype or DEFAULT_COMPUTE.get(precision)
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision in dtypes:
-        return {"dtype": dtypes[precision]}
-    compute_dtype = _dtype(compute_dtype)
+    if precision in FLOATS:
+        return {"dtype": _dtype(FLOATS[precision])}
+    if precision not in QUANTIZED:
+        raise ValueError(
+            f"unknown precision {precision!r}; choose one of {ALL_PRECISIONS}"
+        )
     from transformers import BitsAndBytesConfig
 
-    if precision == "int8":
-        return {"dtype": compute_dtype, "quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
-    if precision == "nf4":
-        return {"dtype": compute_dtype, "quantization_config": BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)}
-    raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    compute_dtype = _dtype(compute_dtype or DEFAULT_COMPUTE[precision])
+    options = dict(QUANTIZED[precision])
+    if "load_in_4bit" in options:
+        options["bnb_4bit_compute_dtype"] = compute_dtype
+    dtype = compute_dtype if dtype == "compute" else dtype
+    return {
+        "dtype": _dtype(dtype),
+        "quantization_config": BitsAndBytesConfig(**options),
+    }
 
 
 def compute_bytes(precision: str, compute_dtype=None) -> int:
@@ -93,11 +121,17 @@ def compute_bytes(precision: str, compute_dtype=None) -> int:
     if precision in ("bf16", "fp16"):
         return 2
     if precision not in DEFAULT_COMPUTE:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-    return torch.tensor([], dtype=_dtype(compute_dtype or DEFAULT_COMPUTE[precision])).element_size()
+        raise ValueError(
+            f"unknown precision {precision!r}; choose one of {ALL_PRECISIONS}"
+        )
+    return torch.tensor(
+        [], dtype=_dtype(compute_dtype or DEFAULT_COMPUTE[precision])
+    ).element_size()
 
 
-def save_checkpoint(config, folder: str | Path, dtype=None, seed: int = 0, device: str = "cpu") -> Path:
+def save_checkpoint(
+    config, folder: str | Path, dtype=None, seed: int = 0, device: str = "cpu"
+) -> Path:
     """Build a random-weight model from ``config`` and save it (safetensors) in ``folder``.
 
     ``device`` is where the random weights are initialised (a GPU does it much faster).
@@ -118,12 +152,9 @@ def state_bytes(model) -> int:
     """Bytes of every tensor a model holds: parameters, buffers, quantization constants."""
     import torch
 
-    seen: dict[tuple[str, int], int] = {}
-    for t in model.state_dict().values():
-        if isinstance(t, torch.Tensor) and t.device.type != "meta":
-            storage = t.untyped_storage()
-            seen[(t.device.type, storage.data_ptr())] = storage.nbytes()
-    return sum(seen.values())
+    return tensor_bytes(
+        *(t for t in model.state_dict().values() if isinstance(t, torch.Tensor))
+    )
 
 
 def load(folder: str | Path, precision: str, device: str = "cpu"):
@@ -143,7 +174,9 @@ def load_measured(folder: str | Path, precision: str, device: str = "cpu"):
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
     start = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(folder, device_map=device, **kwargs).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, device_map=device, **kwargs
+    ).eval()
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -164,10 +197,18 @@ def generate(model, ids, new_tokens: int):
     import torch
     from transformers import GenerationConfig
 
-    config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                              pad_token_id=0, eos_token_id=None, bos_token_id=None)
+    config = GenerationConfig(
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+        bos_token_id=None,
+    )
     with torch.inference_mode():
-        return model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
+        return model.generate(
+            ids, attention_mask=torch.ones_like(ids), generation_config=config
+        )
 
 
 @dataclass(frozen=True)
@@ -189,8 +230,16 @@ class GenerationResult:
         return asdict(self)
 
 
-def measure_generation(model, batch: int, prompt_tokens: int, new_tokens: int, repeats: int = 3,
-                       device: str = "cpu", kv_bytes_per_value: int | None = None, seed: int = 0) -> GenerationResult:
+def measure_generation(
+    model,
+    batch: int,
+    prompt_tokens: int,
+    new_tokens: int,
+    repeats: int = 3,
+    device: str = "cpu",
+    kv_bytes_per_value: int | None = None,
+    seed: int = 0,
+) -> GenerationResult:
     """Time to first token, decode speed and peak memory of one generation setting.
 
     ``new_tokens`` must be at least 2 (decode speed is measured after the first token).
@@ -199,18 +248,33 @@ def measure_generation(model, batch: int, prompt_tokens: int, new_tokens: int, r
         raise ValueError("new_tokens must be at least 2 to measure decoding")
     ids = prompt(model.config.vocab_size, batch, prompt_tokens, seed).to(model.device)
     first = time_call(lambda: generate(model, ids, 1), repeats=repeats, device=device)
-    full = time_call(lambda: generate(model, ids, new_tokens), repeats=repeats, device=device)
+    full = time_call(
+        lambda: generate(model, ids, new_tokens), repeats=repeats, device=device
+    )
     with PeakMemory(device) as mem:
         out = generate(model, ids, new_tokens)
     assert out.shape == (batch, prompt_tokens + new_tokens), out.shape
     decode_s = full.median_s - first.median_s
     if kv_bytes_per_value is None:
-        kv_bytes_per_value = next(p for p in model.parameters() if p.is_floating_point()).element_size()
+        kv_bytes_per_value = next(
+            p for p in model.parameters() if p.is_floating_point()
+        ).element_size()
     # the cache holds every token but the last generated one
-    kv = kv_cache_bytes(model.config, batch, prompt_tokens + new_tokens - 1, kv_bytes_per_value)
-    return GenerationResult(batch, prompt_tokens, new_tokens, first.median_s, first.spread_s, full.median_s,
-                            full.spread_s, batch * (new_tokens - 1) / decode_s if decode_s > 0 else float("nan"),
-                            mem.peak_bytes, kv)
+    kv = memory.kv_cache_bytes(
+        model.config, batch, prompt_tokens + new_tokens - 1, kv_bytes_per_value
+    )
+    return GenerationResult(
+        batch,
+        prompt_tokens,
+        new_tokens,
+        first.median_s,
+        first.spread_s,
+        full.median_s,
+        full.spread_s,
+        batch * (new_tokens - 1) / decode_s if decode_s > 0 else float("nan"),
+        mem.peak_bytes,
+        kv,
+    )
 
 
 def layer_timeline(model, ids, device: str = "cpu") -> list[dict[str, Any]]:
@@ -231,10 +295,16 @@ def layer_timeline(model, ids, device: str = "cpu") -> list[dict[str, Any]]:
     t0 = [0.0]
     handles = []
     for i, layer in enumerate(model.model.layers):
+
         def pre(module, args, kwargs=None, i=i):
             sync()
-            events.append({"layer": i, "start_s": time.perf_counter() - t0[0],
-                           "device": str(next(module.parameters()).device)})
+            events.append(
+                {
+                    "layer": i,
+                    "start_s": time.perf_counter() - t0[0],
+                    "device": str(next(module.parameters()).device),
+                }
+            )
 
         def post(module, args, output, i=i):
             sync()

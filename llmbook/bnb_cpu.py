@@ -48,28 +48,40 @@ def cpu_4bit_path() -> str:
     return "packed" if has_avx512bf16() else "plain"
 
 
-def shape_problem(in_features: int, out_features: int, blocksize: int = BLOCKSIZE) -> str | None:
+def shape_problem(
+    in_features: int, out_features: int, blocksize: int = BLOCKSIZE
+) -> str | None:
     """Why a 4-bit ``Linear(in_features, out_features)`` cannot take the packed CPU path,
     or None when it can."""
     problems = []
     if in_features % blocksize:
-        problems.append(f"in_features={in_features} is not a multiple of the {blocksize}-weight block")
+        problems.append(
+            f"in_features={in_features} is not a multiple of the {blocksize}-weight block"
+        )
     if out_features % PACKED_BLOCK_N:
-        problems.append(f"out_features={out_features} is not a multiple of {PACKED_BLOCK_N}")
+        problems.append(
+            f"out_features={out_features} is not a multiple of {PACKED_BLOCK_N}"
+        )
     return " and ".join(problems) or None
 
 
 def _message(name: str, problem: str) -> str:
-    return (f"4-bit layer {name}: {problem}, so bitsandbytes' packed CPU path (AVX512-BF16) cannot run it; "
-            f"use a multiple of {BLOCKSIZE} for every linear layer's sizes, or run on a GPU.")
+    return (
+        f"4-bit layer {name}: {problem}, so bitsandbytes' packed CPU path (AVX512-BF16) cannot run it; "
+        f"use a multiple of {BLOCKSIZE} for every linear layer's sizes, or run on a GPU."
+    )
 
 
-def quantized_linear_shapes(model, skip: tuple[str, ...] = ("lm_head",)) -> dict[str, tuple[int, int]]:
+def quantized_linear_shapes(
+    model, skip: tuple[str, ...] = ("lm_head",)
+) -> dict[str, tuple[int, int]]:
     """``{name: (in_features, out_features)}`` of the linear layers bitsandbytes would
     quantize in ``model`` (every ``nn.Linear`` and GPT-2 ``Conv1D`` except the output head,
     its default)."""
     import torch
-    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers, which bitsandbytes quantizes too
+    from transformers.pytorch_utils import (
+        Conv1D,
+    )  # GPT-2's linear layers, which bitsandbytes quantizes too
 
     shapes = {}
     for name, m in model.named_modules():
@@ -78,7 +90,9 @@ def quantized_linear_shapes(model, skip: tuple[str, ...] = ("lm_head",)) -> dict
         if isinstance(m, torch.nn.Linear):
             shapes[name] = (m.in_features, m.out_features)
         elif isinstance(m, Conv1D):
-            shapes[name] = tuple(m.weight.shape)  # (in, out): Conv1D stores the transpose
+            shapes[name] = tuple(
+                m.weight.shape
+            )  # (in, out): Conv1D stores the transpose
     return shapes
 
 
@@ -88,8 +102,11 @@ def config_problems(config) -> list[str]:
     from .memory import empty_model
 
     model = empty_model(config, None)
-    return [_message(n, p) for n, (i, o) in quantized_linear_shapes(model).items()
-            if (p := shape_problem(i, o))]
+    return [
+        _message(n, p)
+        for n, (i, o) in quantized_linear_shapes(model).items()
+        if (p := shape_problem(i, o))
+    ]
 
 
 def check_4bit_model(model, strict: bool | None = None) -> None:
@@ -97,7 +114,10 @@ def check_4bit_model(model, strict: bool | None = None) -> None:
     cannot take the packed CPU path. By default it checks only where that path exists
     (or under ``LLMBOOK_STRICT_4BIT=1``); ``strict=True`` checks on any machine."""
     if strict is None:
-        strict = os.environ.get(STRICT_ENV, "0") not in ("", "0", "false", "False") or cpu_4bit_path() == "packed"
+        strict = (
+            os.environ.get(STRICT_ENV, "0") not in ("", "0", "false", "False")
+            or cpu_4bit_path() == "packed"
+        )
     if not strict or importlib.util.find_spec("bitsandbytes") is None:
         return
     import bitsandbytes as bnb
@@ -107,7 +127,29 @@ def check_4bit_model(model, strict: bool | None = None) -> None:
             continue
         blocksize = getattr(m.weight, "blocksize", None) or BLOCKSIZE
         if p := shape_problem(m.in_features, m.out_features, blocksize):
-            raise UnsupportedShape(_message(name, p).replace(f"multiple of {BLOCKSIZE} for", f"multiple of {blocksize} for"))
+            raise UnsupportedShape(
+                _message(name, p).replace(
+                    f"multiple of {BLOCKSIZE} for", f"multiple of {blocksize} for"
+                )
+            )
+
+
+def quant_constants(model) -> list:
+    """Every quantization constant a bitsandbytes model holds, as tensors: int8 row
+    scales (``SCB``) and 4-bit block constants (absmax, code book; with double
+    quantization also the absmax's own constants and offset). ``get_memory_footprint()``
+    leaves these out; count them with :func:`llmbook.measure.tensor_bytes`."""
+    found = []
+    for module in model.modules():
+        w = getattr(module, "weight", None)
+        if getattr(w, "SCB", None) is not None:
+            found.append(w.SCB)
+        qs = getattr(w, "quant_state", None)
+        if qs is not None:
+            found += [qs.absmax, qs.code]
+            if qs.nested:
+                found += [qs.state2.absmax, qs.state2.code, qs.offset]
+    return found
 
 
 def quant_bytes(layer) -> dict[str, Any]:
@@ -118,8 +160,12 @@ def quant_bytes(layer) -> dict[str, Any]:
     if qs.nested:
         parts["absmax of absmax"] = qs.state2.absmax.nbytes
         parts["code table and offset"] = qs.state2.code.nbytes + qs.offset.nbytes
-    return {"bytes": parts, "total": sum(parts.values()), "absmax_dtype": str(qs.absmax.dtype).replace("torch.", ""),
-            "packed": bool(getattr(qs, "packing_format_for_cpu", False))}
+    return {
+        "bytes": parts,
+        "total": sum(parts.values()),
+        "absmax_dtype": str(qs.absmax.dtype).replace("torch.", ""),
+        "packed": bool(getattr(qs, "packing_format_for_cpu", False)),
+    }
 
 
 def pack_like_cpu(layer) -> None:
@@ -128,10 +174,12 @@ def pack_like_cpu(layer) -> None:
     from bitsandbytes.functional import _convert_weight_packed_for_cpu
 
     layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu(
-        layer.weight.data, layer.weight.quant_state)
+        layer.weight.data, layer.weight.quant_state
+    )
 
 
 # --- strict mode: a shape check at construction, installed when bitsandbytes loads ---
+
 
 def _patch(linear4bit_cls) -> None:
     if getattr(linear4bit_cls, "_llmbook_strict", False):
@@ -141,7 +189,9 @@ def _patch(linear4bit_cls) -> None:
     @functools.wraps(original)
     def __init__(self, input_features, output_features, *args, **kwargs):
         if problem := shape_problem(input_features, output_features):
-            raise UnsupportedShape(_message(f"Linear4bit({input_features}, {output_features})", problem))
+            raise UnsupportedShape(
+                _message(f"Linear4bit({input_features}, {output_features})", problem)
+            )
         original(self, input_features, output_features, *args, **kwargs)
 
     linear4bit_cls.__init__ = __init__
@@ -209,15 +259,27 @@ def state_dict_after_cpu_forward(weight, seed: int = 0) -> list[dict[str, Any]]:
             if by_hand:
                 pack_like_cpu(layer)
             absmax = layer.state_dict()["weight.absmax"]
-            errors = {mode: ((layer.train(mode == "train")(x).float() - y_ref).norm() / y_ref.norm()).item()
-                      for mode in ("train", "eval")}
-        rows.append({"double_quant": double_quant, "packed_by_hand": by_hand,
-                     "saved_absmax": f"{str(absmax.dtype).replace('torch.', '')} {tuple(absmax.shape)}",
-                     "train_rel_error": errors["train"], "eval_rel_error": errors["eval"]})
+            errors = {
+                mode: (
+                    (layer.train(mode == "train")(x).float() - y_ref).norm()
+                    / y_ref.norm()
+                ).item()
+                for mode in ("train", "eval")
+            }
+        rows.append(
+            {
+                "double_quant": double_quant,
+                "packed_by_hand": by_hand,
+                "saved_absmax": f"{str(absmax.dtype).replace('torch.', '')} {tuple(absmax.shape)}",
+                "train_rel_error": errors["train"],
+                "eval_rel_error": errors["eval"],
+            }
+        )
     return rows
 
 
 # --- bitsandbytes issue 2078: moving a repacked layer to a GPU ---
+
 
 def nf4_layer(weight, double_quant: bool = False, compute_dtype=None):
     """A bitsandbytes nf4 ``Linear4bit`` (no bias) holding ``weight``, quantized on the CPU, in eval mode."""
@@ -225,14 +287,26 @@ def nf4_layer(weight, double_quant: bool = False, compute_dtype=None):
     import torch
 
     out_features, in_features = weight.shape
-    layer = bnb.nn.Linear4bit(in_features, out_features, bias=False, quant_type="nf4",
-                              compress_statistics=double_quant, compute_dtype=compute_dtype or torch.bfloat16)
-    layer.weight = bnb.nn.Params4bit(weight.detach().clone(), requires_grad=False, quant_type="nf4",
-                                     compress_statistics=double_quant)
+    layer = bnb.nn.Linear4bit(
+        in_features,
+        out_features,
+        bias=False,
+        quant_type="nf4",
+        compress_statistics=double_quant,
+        compute_dtype=compute_dtype or torch.bfloat16,
+    )
+    layer.weight = bnb.nn.Params4bit(
+        weight.detach().clone(),
+        requires_grad=False,
+        quant_type="nf4",
+        compress_statistics=double_quant,
+    )
     return layer.to("cpu").eval()
 
 
-def move_after_cpu_forward(weight, device: str = "cuda", seed: int = 0) -> dict[str, Any]:
+def move_after_cpu_forward(
+    weight, device: str = "cuda", seed: int = 0
+) -> dict[str, Any]:
     """Run 4-bit layers once on the CPU, move them to ``device`` two ways, and compare each
     moved layer's output with the same layer quantized and run on ``device`` directly.
 
@@ -252,11 +326,16 @@ def move_after_cpu_forward(weight, device: str = "cuda", seed: int = 0) -> dict[
         with torch.no_grad():
             y_ref = nf4_layer(weight, double_quant).to(device)(x.to(device)).float()
         for by_hand in (False, True):
-            row: dict[str, Any] = {"double_quant": double_quant, "packed_by_hand": by_hand}
+            row: dict[str, Any] = {
+                "double_quant": double_quant,
+                "packed_by_hand": by_hand,
+            }
             for how in ("to", "cuda"):
                 layer = nf4_layer(weight, double_quant)
                 with torch.no_grad():
-                    layer(x)  # the first eval forward on the CPU: repacks where the path exists
+                    layer(
+                        x
+                    )  # the first eval forward on the CPU: repacks where the path exists
                 if by_hand and not quant_bytes(layer)["packed"]:
                     pack_like_cpu(layer)
                 row["packed_before_move"] = quant_bytes(layer)["packed"]
@@ -264,9 +343,19 @@ def move_after_cpu_forward(weight, device: str = "cuda", seed: int = 0) -> dict[
                     moved = layer.to(device) if how == "to" else layer.cuda()
                     with torch.no_grad():
                         y = moved(x.to(device)).float()
-                    row[f"{how}_rel_error"], row[f"{how}_error"] = ((y - y_ref).norm() / y_ref.norm()).item(), None
+                    row[f"{how}_rel_error"], row[f"{how}_error"] = (
+                        ((y - y_ref).norm() / y_ref.norm()).item(),
+                        None,
+                    )
                 except Exception as exc:  # noqa: BLE001 - reported, not raised: this is the finding
                     row[f"{how}_rel_error"] = None
-                    row[f"{how}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                    row[f"{how}_error"] = (
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                    )
             rows.append(row)
-    return {"cpu_path": cpu_4bit_path(), "device": device, "shape": list(weight.shape), "cases": rows}
+    return {
+        "cpu_path": cpu_4bit_path(),
+        "device": device,
+        "shape": list(weight.shape),
+        "cases": rows,
+    }

@@ -16,10 +16,18 @@ from dataclasses import asdict, dataclass, field
 
 import psutil
 
-#: Libraries whose versions a chapter reports, in this order.
-REPORTED_PACKAGES = ("torch", "transformers", "accelerate", "bitsandbytes", "peft", "numpy")
+from .units import GIB
 
-GIB = 1024**3
+#: Libraries whose versions a chapter reports, in this order.
+REPORTED_PACKAGES = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "bitsandbytes",
+    "peft",
+    "numpy",
+)
+
 
 #: CPU features that decide which kernels torch and bitsandbytes run (bf16/fp16 speed,
 #: bitsandbytes' packed 4-bit path), reported in every chapter's environment line.
@@ -53,7 +61,9 @@ class Environment:
     python: str = ""
     date: str = ""
     cpu_features: tuple[str, ...] = ()  # the subset of CPU_FEATURES this processor has
-    bnb_cpu_path: str = ""  # bitsandbytes' CPU path for 4-bit layers: packed, plain or absent
+    bnb_cpu_path: str = (
+        ""  # bitsandbytes' CPU path for 4-bit layers: packed, plain or absent
+    )
 
     @property
     def is_gpu(self) -> bool:
@@ -61,7 +71,9 @@ class Environment:
 
     def summary(self) -> str:
         """One line saying what ran where, for the top of every chapter."""
-        place = "Colab" if self.in_colab else "GitHub Actions" if self.in_ci else "local"
+        place = (
+            "Colab" if self.in_colab else "GitHub Actions" if self.in_ci else "local"
+        )
         cpu = f"{self.cpu_name}, {self.cpu_cores} cores ({', '.join(self.cpu_features) or 'no AVX2'})"
         if self.is_gpu:
             hw = f"GPU {self.device_name} ({self.gpu_memory_gib:.0f} GiB) | CPU {cpu}"
@@ -95,7 +107,9 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
 
 
-def is_online(host: str = "huggingface.co", port: int = 443, timeout_s: float = 1.5) -> bool:
+def is_online(
+    host: str = "huggingface.co", port: int = 443, timeout_s: float = 1.5
+) -> bool:
     """Whether the model hub answers a TCP connection within ``timeout_s`` seconds.
 
     ``HF_HUB_OFFLINE=1`` forces False without touching the network.
@@ -137,7 +151,10 @@ def detect(check_network: bool = True) -> Environment:
         pass
     cpu_gib = psutil.virtual_memory().total / GIB
     flags = _cpu_flags()
-    common = dict(cpu_features=tuple(f for f in CPU_FEATURES if f in flags), bnb_cpu_path=_bnb_cpu_path())
+    common = dict(
+        cpu_features=tuple(f for f in CPU_FEATURES if f in flags),
+        bnb_cpu_path=_bnb_cpu_path(),
+    )
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         cap = torch.cuda.get_device_capability(0)
@@ -180,7 +197,7 @@ def detect(check_network: bool = True) -> Environment:
 
 
 def _bnb_cpu_path() -> str:
-    """"packed" or "plain" (see :mod:`llmbook.bnb_cpu`), or "" without bitsandbytes."""
+    """ "packed" or "plain" (see :mod:`llmbook.bnb_cpu`), or "" without bitsandbytes."""
     from .bnb_cpu import cpu_4bit_path
 
     path = cpu_4bit_path()
@@ -207,7 +224,9 @@ def require(module: str, why: str, install: str | None = None) -> None:
 
     if importlib.util.find_spec(module) is None:
         hint = install or f"pip install {module}"
-        raise MissingRequirement(f"This section needs {module} ({why}): run `{hint}` and re-run the notebook.")
+        raise MissingRequirement(
+            f"This section needs {module} ({why}): run `{hint}` and re-run the notebook."
+        )
 
 
 def driver_version() -> str | None:
@@ -215,8 +234,12 @@ def driver_version() -> str | None:
     import subprocess
 
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     lines = out.stdout.strip().splitlines()
@@ -259,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = detect(check_network=not args.offline)
     except ImportError as exc:
-        print(f"llmbook-env: {exc.name or 'torch'} is not installed; install the book's requirements first.")
+        print(
+            f"llmbook-env: {exc.name or 'torch'} is not installed; install the book's requirements first."
+        )
         return 1
     print(json.dumps(env.as_dict(), indent=2) if args.json else env.summary())
     return 0

@@ -19,8 +19,7 @@ from typing import Callable
 
 import psutil
 
-MIB = 1024**2
-GIB = 1024**3
+from .units import GIB, MIB  # noqa: F401  (GIB re-exported for callers)
 
 
 def _sync(device: str) -> None:
@@ -53,7 +52,9 @@ class Timing:
         return f"{self.median_s * 1e3:.2f} ms median of {len(self.times_s)} (spread {self.spread_s * 1e3:.2f} ms)"
 
 
-def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: str = "cpu") -> Timing:
+def time_call(
+    fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: str = "cpu"
+) -> Timing:
     """Call ``fn`` ``warmup`` times, then time ``repeats`` calls (seconds each)."""
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
@@ -133,9 +134,16 @@ class PeakMemory:
 
 
 def tensor_bytes(*tensors) -> int:
-    """Bytes held by the storages of ``tensors``, each storage counted once."""
-    seen: dict[int, int] = {}
+    """Bytes held by the storages of ``tensors``, each storage counted once.
+
+    Views and tied weights share a storage, so they are not counted twice; tensors on
+    the meta device hold nothing and count 0; ``None`` entries are skipped (e.g. the
+    ``.grad`` of a frozen parameter). This is the book's one byte counter.
+    """
+    seen: dict[tuple[str, int], int] = {}
     for t in tensors:
+        if t is None or t.device.type == "meta":
+            continue
         storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
+        seen[(t.device.type, storage.data_ptr())] = storage.nbytes()
     return sum(seen.values())

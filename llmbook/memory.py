@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .units import GB, GIB
+
 QUANTIZATIONS = ("int8", "nf4", "fp4")
 BLOCKSIZE_4BIT = 64  # elements per absmax constant (bitsandbytes' default for weights)
 NESTED_BLOCKSIZE = 256  # absmax values per fp32 constant under double quantization
 CODE_4BIT_ENTRIES = 16  # nf4/fp4 code book, fp32
 CODE_8BIT_ENTRIES = 256  # code book of the double-quantized absmax, fp32
-GIB = 1024**3
-GB = 10**9
 
 
 class EstimateError(ValueError):
@@ -82,7 +82,9 @@ class MemoryEstimate:
         """Parameters, bytes and quantization constants per module group."""
         groups: dict[str, dict[str, int]] = {}
         for t in self.tensors:
-            g = groups.setdefault(t.group, {"parameters": 0, "bytes": 0, "constants_bytes": 0})
+            g = groups.setdefault(
+                t.group, {"parameters": 0, "bytes": 0, "constants_bytes": 0}
+            )
             if t.group != "buffers":
                 g["parameters"] += math.prod(t.shape)
             g["bytes"] += t.nbytes
@@ -106,13 +108,20 @@ def module_group(name: str) -> str:
     n = name.lower()
     if re.search(r"(lm_head|embed_out|output_layer)", n):
         return "head"
-    if re.search(r"(embed|wte|wpe|word_embeddings|position_embeddings|tok_embeddings)", n):
+    if re.search(
+        r"(embed|wte|wpe|word_embeddings|position_embeddings|tok_embeddings)", n
+    ):
         return "embeddings"
     if re.search(r"(norm|ln_|\.ln\b|layernorm|ln_f)", n):
         return "norms"
-    if re.search(r"(attn|attention|q_proj|k_proj|v_proj|o_proj|qkv|query|key|value)", n):
+    if re.search(
+        r"(attn|attention|q_proj|k_proj|v_proj|o_proj|qkv|query|key|value)", n
+    ):
         return "attention"
-    if re.search(r"(mlp|fc_in|fc_out|fc1|fc2|gate_proj|up_proj|down_proj|dense_h_to_4h|dense_4h_to_h|c_fc|ffn)", n):
+    if re.search(
+        r"(mlp|fc_in|fc_out|fc1|fc2|gate_proj|up_proj|down_proj|dense_h_to_4h|dense_4h_to_h|c_fc|ffn)",
+        n,
+    ):
         return "mlp"
     return "other"
 
@@ -123,10 +132,16 @@ def skipped_by_default(model) -> list[str]:
     The output embedding (``lm_head``), every tied weight (a tied ``lm_head`` shares its
     storage with the input embedding), and the module holding the last parameter.
     """
-    skips = {k for pair in getattr(model, "all_tied_weights_keys", {}).items() for k in pair}
+    skips = {
+        k for pair in getattr(model, "all_tied_weights_keys", {}).items() for k in pair
+    }
     skips.add(list(model.named_parameters())[-1][0])
     out = model.get_output_embeddings()
-    skips |= {name for name, module in model.named_modules() if out is not None and module is out}
+    skips |= {
+        name
+        for name, module in model.named_modules()
+        if out is not None and module is out
+    }
     skips |= set(getattr(model, "_keep_in_fp32_modules", None) or [])
     return sorted(k.removesuffix(".weight") for k in skips)
 
@@ -134,7 +149,10 @@ def skipped_by_default(model) -> list[str]:
 def is_skipped(module_name: str, patterns: list[str]) -> bool:
     """Whether a pattern names this module: a prefix up to a dot, a regex, or a suffix."""
     boundary = r"(?:(?<=\.)|(?=\.|$))"
-    return any(re.match(rf"(?:{p}){boundary}", module_name) or module_name.endswith(p) for p in patterns)
+    return any(
+        re.match(rf"(?:{p}){boundary}", module_name) or module_name.endswith(p)
+        for p in patterns
+    )
 
 
 def _quantizable(module) -> bool:
@@ -153,7 +171,9 @@ def weight_bytes(numel: int, quantization: str | None, dtype_bytes: int) -> int:
     return numel * dtype_bytes
 
 
-def constants_bytes(numel: int, out_features: int, quantization: str | None, double_quant: bool = False) -> int:
+def constants_bytes(
+    numel: int, out_features: int, quantization: str | None, double_quant: bool = False
+) -> int:
     """Bytes of the quantization constants of one weight (what the footprint leaves out)."""
     if quantization == "int8":
         return 4 * out_features  # SCB: one fp32 absmax per output row
@@ -168,17 +188,15 @@ def constants_bytes(numel: int, out_features: int, quantization: str | None, dou
 
 
 def empty_model(config, dtype):
-    """The architecture of ``config`` on the meta device, buffers included (no memory)."""
-    from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM
+    """:func:`llmbook.models.meta_model`, with one clear error for an unknown architecture."""
+    from .models import meta_model
 
     try:
-        with init_empty_weights(include_buffers=True):
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        return meta_model(config, dtype)
     except ValueError as exc:
-        raise EstimateError(f"transformers has no causal-LM class for model type {config.model_type!r}: {exc}") from None
-    model.tie_weights()  # tying inside init_empty_weights can silently fail
-    return model
+        raise EstimateError(
+            f"transformers has no causal-LM class for model type {config.model_type!r}: {exc}"
+        ) from None
 
 
 def estimate(
@@ -199,9 +217,15 @@ def estimate(
     import torch
 
     if quantization not in (None, *QUANTIZATIONS):
-        raise EstimateError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
+        raise EstimateError(
+            f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}"
+        )
     if dtype is None:
-        dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
+        dtype = (
+            getattr(config, "dtype", None)
+            or getattr(config, "torch_dtype", None)
+            or torch.float32
+        )
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     model = empty_model(config, dtype)
@@ -212,7 +236,11 @@ def estimate(
         for name, module in model.named_modules():
             if _quantizable(module) and not is_skipped(name, skips):
                 weight = module.weight
-                out_features = weight.shape[1] if type(module).__name__ == "Conv1D" else weight.shape[0]
+                out_features = (
+                    weight.shape[1]
+                    if type(module).__name__ == "Conv1D"
+                    else weight.shape[0]
+                )
                 quantized_weights[f"{name}.weight"] = (out_features, quantization)
 
     tensors = []
@@ -220,15 +248,37 @@ def estimate(
         numel, width = p.numel(), p.element_size()
         if name in quantized_weights:
             out_features, q = quantized_weights[name]
-            tensors.append(TensorBytes(
-                name, module_group(name), tuple(p.shape), "int8" if q == "int8" else "uint8 (4-bit pairs)",
-                weight_bytes(numel, q, width), True, constants_bytes(numel, out_features, q, double_quant)))
+            tensors.append(
+                TensorBytes(
+                    name,
+                    module_group(name),
+                    tuple(p.shape),
+                    "int8" if q == "int8" else "uint8 (4-bit pairs)",
+                    weight_bytes(numel, q, width),
+                    True,
+                    constants_bytes(numel, out_features, q, double_quant),
+                )
+            )
         else:
-            tensors.append(TensorBytes(name, module_group(name), tuple(p.shape), str(p.dtype).removeprefix("torch."),
-                                       numel * width))
+            tensors.append(
+                TensorBytes(
+                    name,
+                    module_group(name),
+                    tuple(p.shape),
+                    str(p.dtype).removeprefix("torch."),
+                    numel * width,
+                )
+            )
     for name, b in model.named_buffers():
-        tensors.append(TensorBytes(name, "buffers", tuple(b.shape), str(b.dtype).removeprefix("torch."),
-                                   b.numel() * b.element_size()))
+        tensors.append(
+            TensorBytes(
+                name,
+                "buffers",
+                tuple(b.shape),
+                str(b.dtype).removeprefix("torch."),
+                b.numel() * b.element_size(),
+            )
+        )
     return MemoryEstimate(
         model_type=config.model_type,
         dtype=str(dtype).removeprefix("torch."),
@@ -254,16 +304,24 @@ def load_config(source: str):
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise EstimateError(f"{path} is not valid JSON ({exc})") from None
         if not isinstance(data, dict) or "model_type" not in data:
-            raise EstimateError(f"{path} has no 'model_type': is it a transformers config.json?")
+            raise EstimateError(
+                f"{path} has no 'model_type': is it a transformers config.json?"
+            )
         model_type = data.pop("model_type")
         try:
             return AutoConfig.for_model(model_type, **data)
         except (ValueError, KeyError) as exc:
-            raise EstimateError(f"unknown model type {model_type!r} in {path} ({str(exc).splitlines()[0]})") from None
+            raise EstimateError(
+                f"unknown model type {model_type!r} in {path} ({str(exc).splitlines()[0]})"
+            ) from None
     try:
         return AutoConfig.from_pretrained(source)
-    except Exception as exc:  # network, missing repo, unknown type: one line for the user
-        raise EstimateError(f"could not load a config for {source!r}: {str(exc).splitlines()[0]}") from None
+    except (
+        Exception
+    ) as exc:  # network, missing repo, unknown type: one line for the user
+        raise EstimateError(
+            f"could not load a config for {source!r}: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def format_bytes(n: int) -> str:
@@ -272,8 +330,17 @@ def format_bytes(n: int) -> str:
 
 
 #: Spellings of dtypes the CLI accepts, to torch's names.
-DTYPE_ALIASES = {"fp32": "float32", "float32": "float32", "f32": "float32", "fp16": "float16", "float16": "float16",
-                 "half": "float16", "f16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16"}
+DTYPE_ALIASES = {
+    "fp32": "float32",
+    "float32": "float32",
+    "f32": "float32",
+    "fp16": "float16",
+    "float16": "float16",
+    "half": "float16",
+    "f16": "float16",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+}
 
 
 def _dtype_arg(value: str) -> str:
@@ -282,15 +349,21 @@ def _dtype_arg(value: str) -> str:
     try:
         return DTYPE_ALIASES[value.lower()]
     except KeyError:
-        raise argparse.ArgumentTypeError(f"unknown dtype {value!r}; use one of {', '.join(DTYPE_ALIASES)}") from None
+        raise argparse.ArgumentTypeError(
+            f"unknown dtype {value!r}; use one of {', '.join(DTYPE_ALIASES)}"
+        ) from None
 
 
 def _gpu_arg(value: str) -> str:
     import argparse
 
-    matches = [g for g in GPUS if g.lower() == value.lower()] or [g for g in GPUS if g.lower().startswith(value.lower())]
+    matches = [g for g in GPUS if g.lower() == value.lower()] or [
+        g for g in GPUS if g.lower().startswith(value.lower())
+    ]
     if len(matches) != 1:
-        raise argparse.ArgumentTypeError(f"unknown or ambiguous GPU {value!r}; use one of {', '.join(GPUS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown or ambiguous GPU {value!r}; use one of {', '.join(GPUS)}"
+        )
     return matches[0]
 
 
@@ -299,24 +372,71 @@ def main(argv: list[str] | None = None) -> int:
     ``--recipe``, the whole job (inference, full fine-tuning, LoRA, QLoRA) and where it fits."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m llmbook memory", description=main.__doc__)
-    parser.add_argument("config", help="a config.json, a folder holding one, or a hub id (online)")
-    parser.add_argument("--dtype", default=None, type=_dtype_arg,
-                        help="dtype of the unquantized tensors: fp32, fp16, bf16 (or float32, ...); default: "
-                             "the config's, else float32 (with --recipe: bf16; the full recipes fix their own)")
+    parser = argparse.ArgumentParser(
+        prog="python -m llmbook memory", description=main.__doc__
+    )
+    parser.add_argument(
+        "config", help="a config.json, a folder holding one, or a hub id (online)"
+    )
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        type=_dtype_arg,
+        help="dtype of the unquantized tensors: fp32, fp16, bf16 (or float32, ...); default: "
+        "the config's, else float32 (with --recipe: bf16; the full recipes fix their own)",
+    )
     parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None)
-    parser.add_argument("--double-quant", action="store_true", help="4-bit double quantization of the constants")
-    parser.add_argument("--recipe", choices=RECIPES, default=None, help="estimate a whole job, not only the weights")
-    parser.add_argument("--batch", type=int, default=1, help="sequences per step (with --recipe)")
-    parser.add_argument("--seq", type=int, default=2048, help="tokens per sequence (with --recipe)")
-    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (training recipes)")
-    parser.add_argument("--lora-rank", type=int, default=16, help="LoRA rank (lora, qlora)")
-    parser.add_argument("--gpu", type=_gpu_arg, default=None,
-                        help=f"say whether the job fits on this GPU: {', '.join(GPUS)} (case and the size may be left out)")
-    parser.add_argument("--json", action="store_true", help="print a machine-readable breakdown")
+    parser.add_argument(
+        "--double-quant",
+        action="store_true",
+        help="4-bit double quantization of the constants",
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default=None,
+        help="estimate a whole job, not only the weights",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=1, help="sequences per step (with --recipe)"
+    )
+    parser.add_argument(
+        "--seq", type=int, default=2048, help="tokens per sequence (with --recipe)"
+    )
+    parser.add_argument(
+        "--checkpointing",
+        action="store_true",
+        help="gradient checkpointing (training recipes)",
+    )
+    parser.add_argument(
+        "--lora-rank", type=int, default=16, help="LoRA rank (lora, qlora)"
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default="adamw",
+        help="training recipes: torch AdamW, bitsandbytes AdamW8bit, SGD with momentum",
+    )
+    parser.add_argument(
+        "--attention",
+        choices=ATTENTIONS,
+        default="sdpa",
+        help="training recipes: SDPA/FlashAttention (linear in tokens) or eager (quadratic)",
+    )
+    parser.add_argument(
+        "--gpu",
+        type=_gpu_arg,
+        default=None,
+        help=f"say whether the job fits on this GPU: {', '.join(GPUS)} (case and the size may be left out)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print a machine-readable breakdown"
+    )
     args = parser.parse_args(argv)
     if args.batch < 1 or args.seq < 1 or args.lora_rank < 1:
-        print("llmbook memory: --batch, --seq and --lora-rank must be positive whole numbers")
+        print(
+            "llmbook memory: --batch, --seq and --lora-rank must be positive whole numbers"
+        )
         return 2
     try:
         config = load_config(args.config)
@@ -330,38 +450,83 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(est.as_dict(), indent=2))
         return 0
     q = est.quantization or "none"
-    print(f"{est.model_type}: {est.n_parameters:,} parameters, dtype {est.dtype}, quantization {q}"
-          + (" (double)" if est.double_quant else ""))
+    print(
+        f"{est.model_type}: {est.n_parameters:,} parameters, dtype {est.dtype}, quantization {q}"
+        + (" (double)" if est.double_quant else "")
+    )
     for group, g in sorted(est.by_group().items(), key=lambda kv: -kv[1]["bytes"]):
-        print(f"  {group:11s} {g['parameters']:>15,} params {g['bytes'] / GIB:10.3f} GiB"
-              + (f"  + {g['constants_bytes'] / GIB:.3f} GiB constants" if g["constants_bytes"] else ""))
-    print(f"  footprint   {format_bytes(est.footprint_bytes)}  (= get_memory_footprint())")
+        print(
+            f"  {group:11s} {g['parameters']:>15,} params {g['bytes'] / GIB:10.3f} GiB"
+            + (
+                f"  + {g['constants_bytes'] / GIB:.3f} GiB constants"
+                if g["constants_bytes"]
+                else ""
+            )
+        )
+    print(
+        f"  footprint   {format_bytes(est.footprint_bytes)}  (= get_memory_footprint())"
+    )
     if est.constants_bytes:
-        print(f"  constants   {format_bytes(est.constants_bytes)}  (not in get_memory_footprint())")
+        print(
+            f"  constants   {format_bytes(est.constants_bytes)}  (not in get_memory_footprint())"
+        )
     print(f"  total       {format_bytes(est.total_bytes)}")
     if args.gpu:
-        print(_fits_line(est.total_bytes, args.gpu) + " (weights alone; add --recipe for a whole job)")
+        print(
+            _fits_line(est.total_bytes, args.gpu)
+            + " (weights alone; add --recipe for a whole job)"
+        )
     return 0
 
 
 def _fits_line(total: int, gpu: str) -> str:
     usable = usable_bytes(gpu)
     verdict = "fits" if total <= usable else "does NOT fit"
-    return (f"  {gpu}: {verdict} ({total / GIB:.2f} GiB needed, {usable / GIB:.2f} GiB usable of "
-            f"{GPUS[gpu][0]:,} MiB)")
+    return (
+        f"  {gpu}: {verdict} ({total / GIB:.2f} GiB needed, {usable / GIB:.2f} GiB usable of "
+        f"{GPUS[gpu][0]:,} MiB)"
+    )
 
 
 def _print_job(config, args) -> int:
     dtype = args.dtype or "bfloat16"
-    parts = breakdown(config, args.recipe, dtype, args.quantization, args.double_quant, args.batch, args.seq,
-                      args.checkpointing, args.lora_rank)
+    parts = breakdown(
+        config,
+        args.recipe,
+        dtype,
+        args.quantization,
+        args.double_quant,
+        args.batch,
+        args.seq,
+        args.checkpointing,
+        args.lora_rank,
+        args.optimizer,
+        args.attention,
+    )
     total = sum(parts.values())
     if args.json:
-        print(json.dumps({"recipe": args.recipe, "dtype": dtype, "batch": args.batch, "seq": args.seq,
-                          "parts": parts, "total_bytes": total, "fits_on": fits_on(total)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "recipe": args.recipe,
+                    "dtype": dtype,
+                    "batch": args.batch,
+                    "seq": args.seq,
+                    "optimizer": args.optimizer,
+                    "attention": args.attention,
+                    "parts": parts,
+                    "total_bytes": total,
+                    "fits_on": fits_on(total),
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"{args.recipe}, {dtype}, batch {args.batch} x {args.seq} tokens"
-          + (", checkpointing" if args.checkpointing else ""))
+    print(
+        f"{args.recipe}, {dtype}, batch {args.batch} x {args.seq} tokens"
+        + (", checkpointing" if args.checkpointing else "")
+        + (f", {args.optimizer}" if args.recipe != "inference" else "")
+    )
     for part, n in parts.items():
         print(f"  {part:15s} {n / GIB:10.3f} GiB")
     print(f"  {'total':15s} {format_bytes(total)}")
@@ -380,24 +545,81 @@ def _print_job(config, args) -> int:
 #: and QLoRA.
 RECIPES = ("inference", "full", "full-bf16", "full-master", "lora", "qlora")
 #: Linear layers a LoRA adapter is attached to (all of a Llama block's projections).
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_TARGETS = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+)
 
 #: Public Llama-architecture configs (``LlamaConfig`` keyword arguments) for presets.
 PRESETS: dict[str, dict[str, Any]] = {
-    "TinyLlama-1.1B": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-                           num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False),
-    "Llama-3.2-1B": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
-    "Llama-2-7B": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False),
-    "Mistral-7B": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=False),
-    "Llama-3-8B": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
-    "Llama-2-13B": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
-                        num_key_value_heads=40, vocab_size=32000, tie_word_embeddings=False),
-    "Llama-2-70B": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
-                        num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=False),
+    "TinyLlama-1.1B": dict(
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        vocab_size=32000,
+        tie_word_embeddings=False,
+    ),
+    "Llama-3.2-1B": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+    ),
+    "Llama-2-7B": dict(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+        tie_word_embeddings=False,
+    ),
+    "Mistral-7B": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=32000,
+        tie_word_embeddings=False,
+    ),
+    "Llama-3-8B": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+    ),
+    "Llama-2-13B": dict(
+        hidden_size=5120,
+        intermediate_size=13824,
+        num_hidden_layers=40,
+        num_attention_heads=40,
+        num_key_value_heads=40,
+        vocab_size=32000,
+        tie_word_embeddings=False,
+    ),
+    "Llama-2-70B": dict(
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_hidden_layers=80,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        vocab_size=32000,
+        tie_word_embeddings=False,
+    ),
 }
 
 
@@ -405,7 +627,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: reading comes from. Marketing sizes are decimal gigabytes of the raw memory chips; a
 #: program sees less (see :func:`usable_bytes`).
 GPUS: dict[str, tuple[int, str]] = {
-    "T4": (15360, "nvidia-smi (Colab's free GPU), modal-labs/modal-client pull request 2797"),
+    "T4": (
+        15360,
+        "nvidia-smi (Colab's free GPU), modal-labs/modal-client pull request 2797",
+    ),
     "L4": (23034, "nvidia-smi, modal-labs/modal-client pull request 2797"),
     "A10": (23028, "nvidia-smi, modal-labs/modal-client pull request 2797"),
     "RTX 4090": (24564, "nvidia-smi, RLinf/RLinf issue 255"),
@@ -415,13 +640,16 @@ GPUS: dict[str, tuple[int, str]] = {
     "L40S": (46068, "nvidia-smi, modal-labs/modal-client pull request 2797"),
     "H100 80GB": (81559, "nvidia-smi, modal-labs/modal-client pull request 2797"),
     "A100 80GB": (81920, "nvidia-smi, modal-labs/modal-client pull request 2797"),
-    "H200": (143771, "nvidia-smi on this book's GPU machine, 2026-11-28 (book/data/device_build.json)"),
+    "H200": (
+        143771,
+        "nvidia-smi on this book's GPU machine, 2026-11-28 (book/data/device_build.json)",
+    ),
     "B200": (183359, "nvidia-smi, NVIDIA/TensorRT-LLM issue 10278"),
 }
 #: What a program cannot allocate of that total: the driver's own reserve (torch's
 #: ``total_memory`` is already about 250 MiB under nvidia-smi's total on a T4 and 615 MiB
 #: on the H200 this book ran on) plus the CUDA context (a few hundred MiB): 1 GiB in all.
-CUDA_RESERVE_BYTES = 1024**3
+CUDA_RESERVE_BYTES = GIB
 #: The share of the rest kept free for the caching allocator's rounding and fragmentation.
 ALLOCATOR_SLACK = 0.05
 
@@ -432,7 +660,9 @@ def usable_bytes(gpu: str) -> int:
     try:
         total_mib = GPUS[gpu][0]
     except KeyError:
-        raise EstimateError(f"unknown GPU {gpu!r}; choose one of {', '.join(GPUS)}") from None
+        raise EstimateError(
+            f"unknown GPU {gpu!r}; choose one of {', '.join(GPUS)}"
+        ) from None
     return int((total_mib * 1024**2 - CUDA_RESERVE_BYTES) * (1 - ALLOCATOR_SLACK))
 
 
@@ -442,7 +672,10 @@ def fits_on(total_bytes: int) -> list[str]:
 
 
 def _head_dim(config) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return (
+        getattr(config, "head_dim", None)
+        or config.hidden_size // config.num_attention_heads
+    )
 
 
 def _kv_heads(config) -> int:
@@ -451,10 +684,20 @@ def _kv_heads(config) -> int:
 
 def kv_cache_bytes(config, batch: int, tokens: int, bytes_per_value: int = 2) -> int:
     """Bytes of a full KV cache: keys and values, every layer, every token."""
-    return 2 * config.num_hidden_layers * batch * tokens * _kv_heads(config) * _head_dim(config) * bytes_per_value
+    return (
+        2
+        * config.num_hidden_layers
+        * batch
+        * tokens
+        * _kv_heads(config)
+        * _head_dim(config)
+        * bytes_per_value
+    )
 
 
-def prefill_activation_bytes(config, batch: int, seq: int, bytes_per_value: int = 2) -> int:
+def prefill_activation_bytes(
+    config, batch: int, seq: int, bytes_per_value: int = 2
+) -> int:
     """One layer's working set in the prompt pass (layers run one at a time; SDPA keeps no
     seq x seq matrix): residual in and out, queries, keys and values, the MLP's gate, up and
     activated tensors."""
@@ -465,13 +708,30 @@ def prefill_activation_bytes(config, batch: int, seq: int, bytes_per_value: int 
 #: How a training step computes, for the activations it keeps: plain fp32, a model held
 #: in 16 bits ("bf16", fp16 alike), or ``torch.autocast`` to bf16 over fp32 weights.
 COMPUTE_MODES = ("fp32", "bf16", "autocast")
+#: Attention implementations the activation count knows: PyTorch's SDPA (measured with
+#: its CPU flash-attention kernel, which keeps no score matrix) and the eager code that
+#: forms the scores.
+ATTENTIONS = ("sdpa", "eager")
 
 
-def training_activation_bytes(config, batch: int, seq: int, checkpointing: bool = False,
-                              compute: str = "autocast", lora_rank: int | None = None) -> int:
+def training_activation_bytes(
+    config,
+    batch: int,
+    seq: int,
+    checkpointing: bool = False,
+    compute: str = "autocast",
+    lora_rank: int | None = None,
+    attention: str = "sdpa",
+) -> int:
     """Bytes autograd keeps for the backward pass of a Llama-style model (RMSNorm, SwiGLU
     MLP, rotary attention through PyTorch's SDPA, which keeps no seq x seq matrix), all
-    layers, plus the final norm and the loss. Measured on this architecture with
+    layers, plus the final norm and the loss. GPT-NeoX and GPT-2 blocks (LayerNorm, GELU)
+    are counted too, measured the same way: per layer and token ``8h + 2I`` (NeoX) or
+    ``10h + 5I`` (GPT-2, whose tanh GELU keeps its intermediates) values and ``4 + a``
+    fp32 statistics; under autocast ``2h`` or ``4h`` bytes more; outside the layers
+    ``8h``, ``4h`` or ``6h`` bytes (fp32, bf16, autocast) plus the loss's ``4V``; with
+    dropout set to 0 (its masks are not modelled: the function says so). Measured on CPU (torch's CPU kernels, including its
+    flash-attention path for SDPA; which SDPA kernel a GPU picks was not measured) with
     ``saved_tensors_hooks`` (the tests check it within 5% at several shapes); per token:
 
     - each layer keeps ``8h + 4I + 2 kv hd`` wide values (each of its two RMSNorms keeps
@@ -491,6 +751,12 @@ def training_activation_bytes(config, batch: int, seq: int, checkpointing: bool 
     temporaries of its own. With a padded batch (an attention mask), SDPA gets keys and
     values repeated to all heads (``2 a hd`` instead of ``2 kv hd``).
 
+    With ``attention="eager"`` (transformers' own attention code, or any that forms the
+    scores), each layer also keeps the softmax of the ``s x s`` scores per head: in fp32
+    (4 bytes), plus its cast to the compute dtype in a 16-bit model or under autocast (6
+    bytes in all), so ``a s`` values per token, growing with the sequence; it keeps keys
+    and values repeated to all ``a`` heads and no log-sum-exp. Measured the same way.
+
     With gradient checkpointing each layer keeps only its input (fp32 under autocast) and
     one layer at a time is recomputed in full. Autocast's cached 16-bit weight copies are
     not activations: see :func:`autocast_cache_bytes`.
@@ -502,25 +768,112 @@ def training_activation_bytes(config, batch: int, seq: int, checkpointing: bool 
     same bytes as a frozen 16-bit one.
     """
     if compute not in COMPUTE_MODES:
-        raise EstimateError(f"unknown compute mode {compute!r}; choose one of {', '.join(COMPUTE_MODES)}")
-    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    wide = 8 * h + 4 * inter + 2 * _kv_heads(config) * _head_dim(config)
-    stats = 2 + config.num_attention_heads
+        raise EstimateError(
+            f"unknown compute mode {compute!r}; choose one of {', '.join(COMPUTE_MODES)}"
+        )
+    if attention not in ATTENTIONS:
+        raise EstimateError(
+            f"unknown attention {attention!r}; choose one of {', '.join(ATTENTIONS)}"
+        )
+    family = _block_family(config, attention, lora_rank)
+    h, layers, heads = (
+        _get(config, "hidden_size", "n_embd"),
+        _get(config, "num_hidden_layers", "n_layer"),
+        _get(config, "num_attention_heads", "n_head"),
+    )
+    inter = _get(config, "intermediate_size", "n_inner") or 4 * h
+    eager = attention == "eager"
+    if family == "llama":
+        kv_saved = (
+            heads if eager else _kv_heads(config)
+        )  # eager repeats K and V per head
+        wide = 8 * h + 4 * inter + 2 * kv_saved * _head_dim(config)
+        stats = 2 + (0 if eager else heads)  # SDPA keeps a log-sum-exp per head
+        upcast, autocast_extra = (
+            4 * h,
+            10 * h,
+        )  # RMSNorm's fp32 copies; autocast's fp32 stream
+        outside = {"fp32": 12 * h, "bf16": 8 * h, "autocast": 10 * h}[compute]
+    else:  # LayerNorm blocks: two statistics per norm, a log-sum-exp per head
+        wide = 8 * h + 2 * inter if family == "gpt_neox" else 10 * h + 5 * inter
+        stats = 4 + heads
+        upcast, autocast_extra = 0, 2 * h if family == "gpt_neox" else 4 * h
+        outside = {"fp32": 8 * h, "bf16": 4 * h, "autocast": 6 * h}[compute]
+    scores = heads * seq * (4 if compute == "fp32" else 6) if eager else 0
     if compute == "fp32":
-        per_layer, outside, layer_input = 4 * (wide + stats), 12 * h, 4 * h
+        per_layer, layer_input = 4 * (wide + stats) + scores, 4 * h
     else:
-        per_layer = 2 * wide + 4 * h + 4 * stats + (10 * h if compute == "autocast" else 0)
-        outside, layer_input = (10 * h, 4 * h) if compute == "autocast" else (8 * h, 2 * h)
+        per_layer = 2 * wide + upcast + 4 * stats + scores
+        per_layer += autocast_extra if compute == "autocast" else 0
+        layer_input = 4 * h if compute == "autocast" else 2 * h
     outside += 4 * config.vocab_size
     if lora_rank:
         per_layer += 16 * h + 2 * inter + 28 * lora_rank
-    per_token = layers * layer_input + per_layer if checkpointing else layers * per_layer
+    per_token = (
+        layers * layer_input + per_layer if checkpointing else layers * per_layer
+    )
     return batch * seq * (per_token + outside)
+
+
+#: Block families whose activations were measured: Llama (RMSNorm, SwiGLU, rotary,
+#: grouped-query attention), GPT-NeoX (LayerNorm, GELU, parallel residual) and GPT-2
+#: (LayerNorm, the tanh-approximated GELU, which keeps five values per MLP unit).
+ACTIVATION_FAMILIES = ("llama", "gpt_neox", "gpt2")
+_DROPOUTS = (
+    "attention_dropout",
+    "hidden_dropout",
+    "attn_pdrop",
+    "resid_pdrop",
+    "embd_pdrop",
+)
+
+
+def _get(config, *names):
+    for name in names:
+        if getattr(config, name, None) is not None:
+            return getattr(config, name)
+    return None
+
+
+def _block_family(config, attention: str, lora_rank) -> str:
+    """The measured family of ``config``'s blocks, or one sentence saying what is not."""
+    family = getattr(config, "model_type", "llama")
+    if family not in ACTIVATION_FAMILIES:
+        raise EstimateError(
+            f"training activations are measured for {', '.join(ACTIVATION_FAMILIES)} "
+            f"blocks, not {family!r}"
+        )
+    dropout = [n for n in _DROPOUTS if (getattr(config, n, 0) or 0) > 0]
+    if dropout:
+        raise EstimateError(
+            f"dropout ({', '.join(dropout)}) keeps masks that are not modelled: "
+            "set them to 0, as fine-tuning recipes usually do"
+        )
+    if family == "gpt_neox" and not getattr(config, "use_parallel_residual", True):
+        raise EstimateError(
+            "GPT-NeoX blocks are measured with use_parallel_residual=True"
+        )
+    if family != "llama" and (attention == "eager" or lora_rank):
+        raise EstimateError(
+            f"eager attention and LoRA adapters are measured on Llama blocks, not {family!r}"
+        )
+    return family
 
 
 def autocast_cache_bytes(config) -> int:
     """Bytes of the bf16 copies ``torch.autocast`` makes of every matmul weight (the
     blocks' projections and the output head) and keeps for the backward pass."""
+    if (
+        getattr(config, "model_type", "llama") != "llama"
+    ):  # any architecture: from its modules
+        import torch
+
+        model = empty_model(config, torch.float32)
+        return 2 * sum(
+            m.weight.numel()
+            for m in model.modules()
+            if type(m).__name__ in ("Linear", "Conv1D")
+        )
     h, hd = config.hidden_size, _head_dim(config)
     q, kv = config.num_attention_heads * hd, _kv_heads(config) * hd
     block = h * q + 2 * h * kv + q * h + 3 * h * config.intermediate_size
@@ -531,13 +884,89 @@ def lora_parameters(config, rank: int) -> int:
     """Parameters of a rank-``rank`` LoRA adapter on every projection of every layer."""
     h, inter, hd = config.hidden_size, config.intermediate_size, _head_dim(config)
     q_out, kv_out = config.num_attention_heads * hd, _kv_heads(config) * hd
-    shapes = [(h, q_out), (h, kv_out), (h, kv_out), (q_out, h), (h, inter), (h, inter), (inter, h)]
-    return config.num_hidden_layers * sum(rank * (d_in + d_out) for d_in, d_out in shapes)
+    shapes = [
+        (h, q_out),
+        (h, kv_out),
+        (h, kv_out),
+        (q_out, h),
+        (h, inter),
+        (h, inter),
+        (inter, h),
+    ]
+    return config.num_hidden_layers * sum(
+        rank * (d_in + d_out) for d_in, d_out in shapes
+    )
 
 
-def breakdown(config, recipe: str = "inference", dtype="bfloat16", quantization: str | None = None,
-              double_quant: bool = False, batch: int = 1, context: int = 2048, checkpointing: bool = False,
-              lora_rank: int = 16) -> dict[str, int]:
+#: Optimizers the estimator counts (``optimizer_state_bytes``).
+OPTIMIZERS = ("adamw", "adamw8bit", "sgd")
+BNB_OPTIMIZER_BLOCK = 256  # elements per fp32 absmax of an 8-bit optimizer state
+BNB_MIN_8BIT_SIZE = 4096  # smaller tensors keep 32-bit states (bitsandbytes' default)
+
+
+def trainable_numels(config, recipe: str, lora_rank: int = 16) -> list[int]:
+    """Element counts of the tensors a recipe trains: every parameter tensor of the
+    model (tied weights once) for the full recipes, the LoRA ``A`` (r x in) and ``B``
+    (out x r) matrices of every projection for ``lora`` and ``qlora``."""
+    if recipe in ("lora", "qlora"):
+        h, inter, hd = config.hidden_size, config.intermediate_size, _head_dim(config)
+        q, kv = config.num_attention_heads * hd, _kv_heads(config) * hd
+        shapes = [(h, q), (h, kv), (h, kv), (q, h), (h, inter), (h, inter), (inter, h)]
+        per_layer = [
+            n for d_in, d_out in shapes for n in (lora_rank * d_in, d_out * lora_rank)
+        ]
+        return per_layer * config.num_hidden_layers
+    import torch
+
+    model = empty_model(config, torch.bfloat16)
+    return [p.numel() for p in model.parameters()]  # parameters() lists a tied one once
+
+
+def optimizer_state_bytes(
+    numels: list[int], optimizer: str = "adamw", width: int = 4
+) -> int:
+    """Bytes an optimizer keeps for trainable tensors of ``numels`` elements whose
+    parameters are ``width`` bytes wide (its state after the first step):
+
+    - ``adamw`` (``torch.optim.AdamW``): two moments in the parameters' dtype per element
+      and a 4-byte fp32 ``step`` per tensor;
+    - ``adamw8bit`` (``bitsandbytes.optim.AdamW8bit``): for tensors of at least 4096
+      elements, two 1-byte moments per element and one fp32 absmax per block of 256 for
+      each; smaller tensors keep two fp32 moments; two 256-entry fp32 code tables shared
+      by all tensors; the step is a Python int;
+    - ``sgd`` (``torch.optim.SGD`` with momentum): one momentum buffer in the
+      parameters' dtype per element.
+    """
+    if optimizer == "adamw":
+        return sum(2 * width * n + 4 for n in numels)
+    if optimizer == "sgd":
+        return sum(width * n for n in numels)
+    if optimizer != "adamw8bit":
+        raise EstimateError(
+            f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+        )
+    total = 2 * 256 * 4 if any(n >= BNB_MIN_8BIT_SIZE for n in numels) else 0
+    for n in numels:
+        if n >= BNB_MIN_8BIT_SIZE:
+            total += 2 * (n + 4 * math.ceil(n / BNB_OPTIMIZER_BLOCK))
+        else:
+            total += 2 * 4 * n
+    return total
+
+
+def breakdown(
+    config,
+    recipe: str = "inference",
+    dtype="bfloat16",
+    quantization: str | None = None,
+    double_quant: bool = False,
+    batch: int = 1,
+    context: int = 2048,
+    checkpointing: bool = False,
+    lora_rank: int = 16,
+    optimizer: str = "adamw",
+    attention: str = "sdpa",
+) -> dict[str, int]:
     """Bytes of each part of a job, by recipe; what the web page's calculator shows.
 
     - ``inference``: weights in ``dtype`` (or quantized), the KV cache of ``batch`` x
@@ -553,31 +982,71 @@ def breakdown(config, recipe: str = "inference", dtype="bfloat16", quantization:
       moments (16 bytes per adapter parameter), activations of a 16-bit model with adapters.
     - ``qlora``: the same with an nf4 base (``double_quant`` applies).
 
-    Weights are exact (:func:`estimate`); activations follow
-    :func:`training_activation_bytes`.
+    ``attention`` ("sdpa" or "eager") applies to the training recipes' activations.
+    The optimizer's state follows :func:`optimizer_state_bytes` (``optimizer``: "adamw",
+    "adamw8bit" or "sgd" with momentum) over the tensors :func:`trainable_numels` lists,
+    kept in the trained tensors' dtype (bf16 for ``full-bf16``, else fp32). Weights are
+    exact (:func:`estimate`); activations follow :func:`training_activation_bytes`.
     """
     import torch
 
     if recipe not in RECIPES:
-        raise EstimateError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+        raise EstimateError(
+            f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}"
+        )
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     width = torch.tensor([], dtype=dtype).element_size()
     if recipe == "inference":
-        return {"weights": estimate(config, dtype, quantization, double_quant).total_bytes,
-                "kv_cache": kv_cache_bytes(config, batch, context, width),
-                "activations": prefill_activation_bytes(config, batch, context, width)}
+        return {
+            "weights": estimate(config, dtype, quantization, double_quant).total_bytes,
+            "kv_cache": kv_cache_bytes(config, batch, context, width),
+            "activations": prefill_activation_bytes(config, batch, context, width),
+        }
     if recipe.startswith("full"):
         n = estimate(config, torch.bfloat16).n_parameters
         compute = "autocast" if recipe == "full" else "bf16"
-        activations = training_activation_bytes(config, batch, context, checkpointing, compute)
+        activations = training_activation_bytes(
+            config, batch, context, checkpointing, compute, attention=attention
+        )
+        state_width = 2 if recipe == "full-bf16" else 4
+        states = optimizer_state_bytes(
+            trainable_numels(config, recipe), optimizer, state_width
+        )
         if recipe == "full":
-            return {"weights": 4 * n, "gradients": 4 * n, "optimizer": 8 * n,
-                    "autocast_cache": autocast_cache_bytes(config), "activations": activations}
+            return {
+                "weights": 4 * n,
+                "gradients": 4 * n,
+                "optimizer": states,
+                "autocast_cache": autocast_cache_bytes(config),
+                "activations": activations,
+            }
         if recipe == "full-bf16":
-            return {"weights": 2 * n, "gradients": 2 * n, "optimizer": 4 * n, "activations": activations}
-        return {"weights": 2 * n, "gradients": 2 * n, "master_weights": 4 * n, "optimizer": 8 * n,
-                "activations": activations}
-    activations = training_activation_bytes(config, batch, context, checkpointing, "bf16", lora_rank)
-    base = estimate(config, dtype, "nf4" if recipe == "qlora" else None, double_quant).total_bytes
+            return {
+                "weights": 2 * n,
+                "gradients": 2 * n,
+                "optimizer": states,
+                "activations": activations,
+            }
+        return {
+            "weights": 2 * n,
+            "gradients": 2 * n,
+            "master_weights": 4 * n,
+            "optimizer": states,
+            "activations": activations,
+        }
+    activations = training_activation_bytes(
+        config, batch, context, checkpointing, "bf16", lora_rank, attention
+    )
+    base = estimate(
+        config, dtype, "nf4" if recipe == "qlora" else None, double_quant
+    ).total_bytes
     p = lora_parameters(config, lora_rank)
-    return {"weights": base, "adapter": 4 * p, "gradients": 4 * p, "optimizer": 8 * p, "activations": activations}
+    return {
+        "weights": base,
+        "adapter": 4 * p,
+        "gradients": 4 * p,
+        "optimizer": optimizer_state_bytes(
+            trainable_numels(config, recipe, lora_rank), optimizer, 4
+        ),
+        "activations": activations,
+    }

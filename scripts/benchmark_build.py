@@ -28,9 +28,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from llmbook.env import detect  # noqa: E402
+from llmbook.units import GIB  # noqa: E402
 
 OUT = ROOT / "book" / "data" / "build_benchmarks.json"
-GIB = 1024**3
 
 
 def tree_rss(proc: psutil.Process) -> int:
@@ -46,9 +46,20 @@ def tree_rss(proc: psutil.Process) -> int:
 def timed_build(output: Path) -> tuple[float, int, str]:
     """Wall seconds, peak tree RSS in bytes, and the log of one `jb build`."""
     jb = str(Path(sys.executable).parent / "jb")
-    cmd = [jb, "build", str(ROOT), "--path-output", str(output), "-n", "-W", "--keep-going"]
+    cmd = [
+        jb,
+        "build",
+        str(ROOT),
+        "--path-output",
+        str(output),
+        "-n",
+        "-W",
+        "--keep-going",
+    ]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     ps, peak, log = psutil.Process(proc.pid), [0], []
 
     def sample():
@@ -65,7 +76,9 @@ def timed_build(output: Path) -> tuple[float, int, str]:
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         sys.stdout.write("".join(log[-60:]))
-        raise SystemExit(f"benchmark_build: the build failed (exit {proc.returncode}); fix it first.")
+        raise SystemExit(
+            f"benchmark_build: the build failed (exit {proc.returncode}); fix it first."
+        )
     return seconds, peak[0], "".join(log)
 
 
@@ -74,7 +87,12 @@ def chapter_times(cache_dir: Path) -> list[dict]:
 
     rows = []
     for record in get_cache(str(cache_dir)).list_cache_records():
-        rows.append({"chapter": Path(record.uri).name, "seconds": round(record.data.get("execution_seconds", 0.0), 1)})
+        rows.append(
+            {
+                "chapter": Path(record.uri).name,
+                "seconds": round(record.data.get("execution_seconds", 0.0), 1),
+            }
+        )
     return sorted(rows, key=lambda r: r["chapter"])
 
 
@@ -93,10 +111,18 @@ def main() -> int:
         "versions": ", ".join(f"{k} {v}" for k, v in env.versions.items() if v),
         "command": "python scripts/benchmark_build.py",
         "runs": [
-            {"what": "cold (every chapter executes)", "seconds": round(cold_s, 1),
-             "peak_rss_gib": round(cold_peak / GIB, 2), "budget": "12 min, 6 GiB"},
-            {"what": f"no change (chapters executed: {executed_again})", "seconds": round(warm_s, 1),
-             "peak_rss_gib": round(warm_peak / GIB, 2), "budget": "30 s"},
+            {
+                "what": "cold (every chapter executes)",
+                "seconds": round(cold_s, 1),
+                "peak_rss_gib": round(cold_peak / GIB, 2),
+                "budget": "12 min, 6 GiB",
+            },
+            {
+                "what": f"no change (chapters executed: {executed_again})",
+                "seconds": round(warm_s, 1),
+                "peak_rss_gib": round(warm_peak / GIB, 2),
+                "budget": "30 s",
+            },
         ],
         "chapters": chapters,
     }

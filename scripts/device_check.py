@@ -59,10 +59,19 @@ def scratch_book(keep: list[str], dest: Path) -> Path:
     """A copy of the book whose table of contents holds only the chapters in ``keep``."""
     import yaml
 
-    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns("_build", ".venv*", ".git", "artifacts", ".dev*"))
+    shutil.copytree(
+        ROOT,
+        dest,
+        ignore=shutil.ignore_patterns("_build", ".venv*", ".git", "artifacts", ".dev*"),
+    )
     toc = yaml.safe_load((dest / "_toc.yml").read_text())
     for part in toc["parts"]:
-        part["chapters"] = [c for c in part["chapters"] if f"{c['file']}.ipynb" in keep or not c["file"].split("/")[-1][:2].isdigit()]
+        part["chapters"] = [
+            c
+            for c in part["chapters"]
+            if f"{c['file']}.ipynb" in keep
+            or not c["file"].split("/")[-1][:2].isdigit()
+        ]
     toc["parts"] = [part for part in toc["parts"] if part["chapters"]]
     (dest / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     return dest
@@ -76,31 +85,59 @@ def failure_of(report: Path) -> dict:
     (which carries the kernel's coloured traceback: colour codes are stripped)."""
     text = ANSI.sub("", report.read_text(errors="replace"))
     cell = ""
-    match = re.search(r"An error occurred while executing the following cell:\n-+\n(.*?)\n-+\n", text, re.S)
+    match = re.search(
+        r"An error occurred while executing the following cell:\n-+\n(.*?)\n-+\n",
+        text,
+        re.S,
+    )
     if match:
         cell = "\n".join(match.group(1).splitlines()[:6])
-    errors = [line for line in text.splitlines()
-              if re.match(r"^[A-Za-z_.]*(Error|Exception|Requirement|Shape)\b.*:", line)
-              and "CellExecutionError" not in line and "ExecutionError:" not in line]
-    return {"failing_cell": cell, "error": errors[-1][:500] if errors else text.strip().splitlines()[-1][:500]}
+    errors = [
+        line
+        for line in text.splitlines()
+        if re.match(r"^[A-Za-z_.]*(Error|Exception|Requirement|Shape)\b.*:", line)
+        and "CellExecutionError" not in line
+        and "ExecutionError:" not in line
+    ]
+    return {
+        "failing_cell": cell,
+        "error": errors[-1][:500] if errors else text.strip().splitlines()[-1][:500],
+    }
 
 
 def chapter_results(output: Path, chapters: list[str]) -> list[dict]:
     from jupyter_cache import get_cache
 
     cache = get_cache(str(output / "_build" / ".jupyter_cache"))
-    seconds = {Path(r.uri).name: r.data.get("execution_seconds") for r in cache.list_cache_records()}
+    seconds = {
+        Path(r.uri).name: r.data.get("execution_seconds")
+        for r in cache.list_cache_records()
+    }
     reports = output / "_build" / "html" / "reports"
     rows = []
     for chapter in chapters:
         name = Path(chapter).name
-        row = {"chapter": name, "seconds": round(seconds[name], 1) if name in seconds else None}
-        report = next(iter(reports.glob(f"**/{Path(chapter).stem}.err.log")), None) if reports.exists() else None
+        row = {
+            "chapter": name,
+            "seconds": round(seconds[name], 1) if name in seconds else None,
+        }
+        report = (
+            next(iter(reports.glob(f"**/{Path(chapter).stem}.err.log")), None)
+            if reports.exists()
+            else None
+        )
         if name in seconds:
             row["result"] = "ok"
         else:
             row["result"] = "failed"
-            row.update(failure_of(report) if report else {"failing_cell": "", "error": "not executed (the build stopped first; see build.log)"})
+            row.update(
+                failure_of(report)
+                if report
+                else {
+                    "failing_cell": "",
+                    "error": "not executed (the build stopped first; see build.log)",
+                }
+            )
         rows.append(row)
     return rows
 
@@ -122,16 +159,35 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(ROOT / "artifacts" / "device_check"), help="folder for the record and log")
-    parser.add_argument("--dry-run", action="store_true", help="build chapter 1 only (tests this script on a CPU)")
-    parser.add_argument("--timeout", type=float, default=540, help="seconds before the build is stopped and recorded as such")
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "artifacts" / "device_check"),
+        help="folder for the record and log",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build chapter 1 only (tests this script on a CPU)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=540,
+        help="seconds before the build is stopped and recorded as such",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     argv = argv if argv is not None else sys.argv[1:]
-    record = {"provenance": provenance("python " + shlex.join(["scripts/device_check.py", *argv]))}
+    record = {
+        "provenance": provenance(
+            "python " + shlex.join(["scripts/device_check.py", *argv])
+        )
+    }
     path = out / "device_build.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")  # provenance first: something survives a kill
+    path.write_text(
+        json.dumps(record, indent=2) + "\n"
+    )  # provenance first: something survives a kill
     chapters = toc_chapters(ROOT)
     with tempfile.TemporaryDirectory(prefix="llmbook-device-") as tmp:
         source = ROOT
@@ -144,8 +200,19 @@ def main(argv: list[str] | None = None) -> int:
         config["sphinx"]["config"]["nb_execution_raise_on_error"] = False
         config_path = source / ".device_check_config.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.argv[0] = 'jb'; main()",
-               "build", str(source), "--path-output", str(output), "--config", str(config_path), "-n", "--keep-going"]
+        cmd = [
+            sys.executable,
+            "-c",
+            "import sys; from jupyter_book.cli.main import main; sys.argv[0] = 'jb'; main()",
+            "build",
+            str(source),
+            "--path-output",
+            str(output),
+            "--config",
+            str(config_path),
+            "-n",
+            "--keep-going",
+        ]
         if not args.dry_run:  # a one-chapter scratch book has dangling cross-references
             cmd.append("-W")
         start = time.perf_counter()
@@ -153,22 +220,37 @@ def main(argv: list[str] | None = None) -> int:
         timed_out, proc = False, None
         try:
             with open(log_path, "w") as log:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        env={**os.environ, "HF_HUB_OFFLINE": "1", "LLMBOOK_STRICT_4BIT": "1"})
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env={
+                        **os.environ,
+                        "HF_HUB_OFFLINE": "1",
+                        "LLMBOOK_STRICT_4BIT": "1",
+                    },
+                )
                 try:
                     proc.wait(timeout=args.timeout)
                 except subprocess.TimeoutExpired:
                     timed_out = True
         finally:
-            if proc is not None and proc.poll() is None:  # timeout, Ctrl-C or any error: stop the build
+            if (
+                proc is not None and proc.poll() is None
+            ):  # timeout, Ctrl-C or any error: stop the build
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                time.sleep(3)  # its kernels (own sessions) exit once their parent is gone
+                time.sleep(
+                    3
+                )  # its kernels (own sessions) exit once their parent is gone
             config_path.unlink(missing_ok=True)
         wall_s = time.perf_counter() - start
         log_text = log_path.read_text(errors="replace")
         record["build"] = {
-            "command": " ".join(cmd[3:]).replace(str(output), "OUT").replace(str(source), "BOOK")
+            "command": " ".join(cmd[3:])
+            .replace(str(output), "OUT")
+            .replace(str(source), "BOOK")
             + " (empty execution cache; every chapter runs even after one fails; LLMBOOK_STRICT_4BIT=1)",
             "returncode": proc.returncode,
             "timed_out_after_s": args.timeout if timed_out else None,
@@ -176,16 +258,26 @@ def main(argv: list[str] | None = None) -> int:
             "budget_s": GPU_BUDGET_S,
             "within_budget": not timed_out and wall_s <= GPU_BUDGET_S,
             "dry_run": args.dry_run,
-            "warnings": [line for line in log_text.splitlines() if "WARNING" in line and "IPKernelApp" not in line][:20],
+            "warnings": [
+                line
+                for line in log_text.splitlines()
+                if "WARNING" in line and "IPKernelApp" not in line
+            ][:20],
         }
         record["chapters"] = chapter_results(output, chapters)
-    path.write_text(json.dumps(record, indent=2) + "\n")  # before the GPU check, which could crash
+    path.write_text(
+        json.dumps(record, indent=2) + "\n"
+    )  # before the GPU check, which could crash
     record["bnb_move_after_cpu_forward"] = bnb_move_check()
-    record["build"]["whole_book_executed"] = not args.dry_run and all(c["result"] == "ok" for c in record["chapters"])
+    record["build"]["whole_book_executed"] = not args.dry_run and all(
+        c["result"] == "ok" for c in record["chapters"]
+    )
     path.write_text(json.dumps(record, indent=2) + "\n")
     failed = [c["chapter"] for c in record["chapters"] if c["result"] != "ok"]
-    print(f"device_check: {len(record['chapters']) - len(failed)}/{len(record['chapters'])} chapters ok, "
-          f"build exit {proc.returncode}, {wall_s:.0f} s; record in {path}")
+    print(
+        f"device_check: {len(record['chapters']) - len(failed)}/{len(record['chapters'])} chapters ok, "
+        f"build exit {proc.returncode}, {wall_s:.0f} s; record in {path}"
+    )
     for c in record["chapters"]:
         print(f"  {c['chapter']}: {c['result']} {c['seconds']} s {c.get('error', '')}")
     return 0 if proc.returncode == 0 and not failed else 1

@@ -23,6 +23,7 @@ import json
 import math
 import sys
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 
 import ml_dtypes
@@ -75,7 +76,13 @@ FORMATS = {  # widget key: (exponent bits, mantissa bits, IEEE inf/NaN?, numpy d
     "fp32": (8, 23, True, np.float32, np.uint32),
     "fp16": (5, 10, True, np.float16, np.uint16),
     "bf16": (8, 7, True, ml_dtypes.bfloat16, np.uint16),
-    "e4m3": (4, 3, False, ml_dtypes.float8_e4m3fn, np.uint8),  # fn: no infinity, NaN only 0x7f/0xff
+    "e4m3": (
+        4,
+        3,
+        False,
+        ml_dtypes.float8_e4m3fn,
+        np.uint8,
+    ),  # fn: no infinity, NaN only 0x7f/0xff
     "e5m2": (5, 2, True, ml_dtypes.float8_e5m2, np.uint8),
 }
 
@@ -84,7 +91,11 @@ def layout(key: str) -> tuple[int, int, bool, int, int, int]:
     """ebits, mbits, ieee, bias, sign bit, largest finite magnitude's bit pattern."""
     ebits, mbits, ieee = FORMATS[key][:3]
     emax = (1 << ebits) - 1
-    max_finite = ((emax - 1) << mbits) | ((1 << mbits) - 1) if ieee else (emax << mbits) | ((1 << mbits) - 2)
+    max_finite = (
+        ((emax - 1) << mbits) | ((1 << mbits) - 1)
+        if ieee
+        else (emax << mbits) | ((1 << mbits) - 2)
+    )
     return ebits, mbits, ieee, (1 << (ebits - 1)) - 1, 1 << (ebits + mbits), max_finite
 
 
@@ -100,7 +111,9 @@ def round_magnitude(a: Fraction, key: str) -> int | None:
     ebits, mbits, ieee, bias, _, max_finite = layout(key)
     if a == 0:
         return 0
-    e = a.numerator.bit_length() - a.denominator.bit_length()  # 2**e <= a < 2**(e+1) after fixing
+    e = (
+        a.numerator.bit_length() - a.denominator.bit_length()
+    )  # 2**e <= a < 2**(e+1) after fixing
     if Fraction(2) ** e > a:
         e -= 1
     e = max(e, 1 - bias)  # subnormals share the smallest exponent
@@ -115,7 +128,9 @@ def encode(x: float | Fraction, key: str) -> int:
     """Bit pattern of x in format key: round half to even; overflow to inf (to NaN in
     e4m3fn) with the sign of x; a zero, or a value rounding to zero, keeps the sign of x."""
     ieee, sign, max_finite = layout(key)[2], layout(key)[4], layout(key)[5]
-    overflow = max_finite + 1 if ieee else nan_bits(key)  # IEEE: the pattern after the largest is inf
+    overflow = (
+        max_finite + 1 if ieee else nan_bits(key)
+    )  # IEEE: the pattern after the largest is inf
     if isinstance(x, float):
         if math.isnan(x):
             return nan_bits(key)
@@ -178,16 +193,72 @@ def num(v: float):
 
 def float_values() -> list[float]:
     """Inputs, all exactly representable in fp32 (so no format rounds twice)."""
-    special = [0.0, -0.0, 1.0, -1.0, 0.1, 1 / 3, math.pi, math.e, 2.0, 0.5, 65504.0, 65519.0, 65520.0, 65536.0,
-               448.0, 460.0, 464.0, 465.0, 480.0, 57344.0, 61439.0, 61440.0, 1e-8, 5.96e-8, 2.98e-8, 2**-24,
-               2**-25, 3 * 2**-26, 2**-9, 2**-10, 2**-7, 2**-6, 2**-16, 2**-17, 1e-40, 1e-45, 3.4e38, 3.3e38,
-               1 + 2**-11, 1 + 3 * 2**-11, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-4, 1 + 3 * 2**-4, 1 + 2**-3,
-               1 + 2**-23, 2**127, 6.0, -6.0, 100.0, 1000.0, 1e5, 1e10, 123456.789, -0.001]
+    special = [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.1,
+        1 / 3,
+        math.pi,
+        math.e,
+        2.0,
+        0.5,
+        65504.0,
+        65519.0,
+        65520.0,
+        65536.0,
+        448.0,
+        460.0,
+        464.0,
+        465.0,
+        480.0,
+        57344.0,
+        61439.0,
+        61440.0,
+        1e-8,
+        5.96e-8,
+        2.98e-8,
+        2**-24,
+        2**-25,
+        3 * 2**-26,
+        2**-9,
+        2**-10,
+        2**-7,
+        2**-6,
+        2**-16,
+        2**-17,
+        1e-40,
+        1e-45,
+        3.4e38,
+        3.3e38,
+        1 + 2**-11,
+        1 + 3 * 2**-11,
+        1 + 2**-8,
+        1 + 3 * 2**-8,
+        1 + 2**-4,
+        1 + 3 * 2**-4,
+        1 + 2**-3,
+        1 + 2**-23,
+        2**127,
+        6.0,
+        -6.0,
+        100.0,
+        1000.0,
+        1e5,
+        1e10,
+        123456.789,
+        -0.001,
+    ]
     # random magnitudes from 1e-9 to 1e6: uniform fp32 bit patterns, so about log-uniform
     rng = np.random.default_rng(0)
     signs = rng.choice([-1, 1], 300)
-    patterns = rng.integers(encode(f32(1e-9), "fp32"), encode(f32(1e6), "fp32"), 300, endpoint=True)
-    randoms = [decode(int(b), "fp32") * int(s) for s, b in zip(signs, patterns)]
+    patterns = rng.integers(
+        encode(f32(1e-9), "fp32"), encode(f32(1e6), "fp32"), 300, endpoint=True
+    )
+    randoms = [
+        decode(int(b), "fp32") * int(s) for s, b in zip(signs, patterns, strict=True)
+    ]
     return [f32(v) for v in special] + randoms + [math.inf, -math.inf, math.nan]
 
 
@@ -196,22 +267,35 @@ def check_against_libraries(rows: list[dict]) -> None:
     it, or stop: a NaN is only required to be a NaN (its payload is the library's)."""
     xs = np.array([row["x_float"] for row in rows], dtype=np.float64)
     wrong = []
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf/NaN is what the vectors test
+    with np.errstate(
+        over="ignore", invalid="ignore"
+    ):  # overflow to inf/NaN is what the vectors test
         for key, (*_, dtype, view) in FORMATS.items():
             lib_bits = xs.astype(np.float32).astype(dtype).view(view).astype(np.uint64)
-            ours = np.array([row["formats"][key]["bits"] for row in rows], dtype=np.uint64)
+            ours = np.array(
+                [row["formats"][key]["bits"] for row in rows], dtype=np.uint64
+            )
             lib_values = ours.astype(view).view(dtype).astype(np.float64)
-            for row, lb, lv in zip(rows, lib_bits, lib_values):
+            for row, lb, lv in zip(rows, lib_bits, lib_values, strict=True):
                 want = row["formats"][key]
                 lib_value = decode(int(lb), key)
-                if not (int(lb) == want["bits"] or (math.isnan(lib_value) and math.isnan(want["value_float"]))):
-                    wrong.append(f"{key} bits of {row['x_float']!r}: library {int(lb):#x}, exact {want['bits']:#x}")
+                if not (
+                    int(lb) == want["bits"]
+                    or (math.isnan(lib_value) and math.isnan(want["value_float"]))
+                ):
+                    wrong.append(
+                        f"{key} bits of {row['x_float']!r}: library {int(lb):#x}, exact {want['bits']:#x}"
+                    )
                 if not same(float(lv), want["value_float"]):
-                    wrong.append(f"{key} value of {want['bits']:#x}: library {float(lv)!r}, exact "
-                                 f"{want['value_float']!r}")
+                    wrong.append(
+                        f"{key} value of {want['bits']:#x}: library {float(lv)!r}, exact "
+                        f"{want['value_float']!r}"
+                    )
     if wrong:
-        raise RuntimeError("NumPy / ml_dtypes disagree with exact rounding on this machine "
-                           "(flush-to-zero mode?):\n" + "\n".join(wrong[:20]))
+        raise RuntimeError(
+            "NumPy / ml_dtypes disagree with exact rounding on this machine "
+            "(flush-to-zero mode?):\n" + "\n".join(wrong[:20])
+        )
 
 
 def float_vectors() -> list[dict]:
@@ -222,8 +306,13 @@ def float_vectors() -> list[dict]:
             bits = encode(x, key)
             value = decode(bits, key)
             below, above = neighbours(bits, key)
-            row["formats"][key] = {"bits": bits, "value": num(value), "below": below, "above": above,
-                                   "value_float": value}
+            row["formats"][key] = {
+                "bits": bits,
+                "value": num(value),
+                "below": below,
+                "above": above,
+                "value_float": value,
+            }
         rows.append(row)
     check_against_libraries(rows)
     for row in rows:  # drop the helpers' keys
@@ -239,50 +328,85 @@ def nf4_code_exact(x: float, absmax: float, code: list[float]) -> int:
     x, absmax = f32(x), f32(absmax)  # as a float32 tensor holds them
     scaled = f32(Fraction(x) * Fraction(f32(1 / Fraction(absmax))))
     scaled = min(max(scaled, -1.0), 1.0)
-    mids = [f32(Fraction(f32(Fraction(a) + Fraction(b))) / 2) for a, b in zip(code, code[1:])]
+    mids = [
+        f32(Fraction(f32(Fraction(a) + Fraction(b))) / 2) for a, b in pairwise(code)
+    ]
     return sum(m < scaled for m in mids)
 
 
 def nf4_code_widget(x: float, absmax: float, code: list[float]) -> int:
     """The widget's quantizeNf4: float64 x / absmax against float64 midpoints."""
     n = max(-1.0, min(1.0, x / absmax))
-    return sum(n > (a + b) / 2 for a, b in zip(code, code[1:]))
+    return sum(n > (a + b) / 2 for a, b in pairwise(code))
 
 
 def quant_vectors() -> list[dict]:
     import bitsandbytes.functional as F
     import torch
 
-    code = [float(c) for c in F.get_4bit_type("nf4", device="cpu").tolist()]  # a fixed table of fp32 values
+    code = [
+        float(c) for c in F.get_4bit_type("nf4", device="cpu").tolist()
+    ]  # a fixed table of fp32 values
     rng = np.random.default_rng(1)
-    cases = [(0.5, 127.0), (1.5, 127.0), (2.5, 127.0), (-2.5, 127.0), (1.0, 1.0), (-1.0, 1.0), (0.0, 3.0),
-             (0.3, 1.0), (-0.05, 1.0), (6.0, 6.0)]
+    cases = [
+        (0.5, 127.0),
+        (1.5, 127.0),
+        (2.5, 127.0),
+        (-2.5, 127.0),
+        (1.0, 1.0),
+        (-1.0, 1.0),
+        (0.0, 3.0),
+        (0.3, 1.0),
+        (-0.05, 1.0),
+        (6.0, 6.0),
+    ]
     # absmax: random fp32 bit patterns from 2**-7 to 2**7; x = absmax * k / 2**24 (exact in
     # float64, then rounded to fp32, so |x| <= absmax)
-    scales = rng.integers(encode(2.0**-7, "fp32"), encode(2.0**7, "fp32"), 150, endpoint=True)
-    fractions = rng.integers(-2**24, 2**24, 150, endpoint=True)
-    for a, k in zip(scales, fractions):
+    scales = rng.integers(
+        encode(2.0**-7, "fp32"), encode(2.0**7, "fp32"), 150, endpoint=True
+    )
+    fractions = rng.integers(-(2**24), 2**24, 150, endpoint=True)
+    for a, k in zip(scales, fractions, strict=True):
         absmax = decode(int(a), "fp32")
         cases.append((f32(absmax * int(k) / 2**24), absmax))
     out = []
     for x, absmax in cases:
-        q = max(-127, min(127, round(127 * x / absmax)))  # Python's round: half to even, like np.round
+        q = max(
+            -127, min(127, round(127 * x / absmax))
+        )  # Python's round: half to even, like np.round
         nf4 = nf4_code_exact(x, absmax, code)
         if nf4 != nf4_code_widget(x, absmax, code):
-            raise RuntimeError(f"NF4 case {x!r}/{absmax!r} lies on a midpoint within fp32 rounding; drop it")
-        out.append({"x": x, "absmax": absmax, "int8": q, "int8_value": q * absmax / 127,
-                    "nf4": nf4, "nf4_value": code[nf4] * absmax})
+            raise RuntimeError(
+                f"NF4 case {x!r}/{absmax!r} lies on a midpoint within fp32 rounding; drop it"
+            )
+        out.append(
+            {
+                "x": x,
+                "absmax": absmax,
+                "int8": q,
+                "int8_value": q * absmax / 127,
+                "nf4": nf4,
+                "nf4_value": code[nf4] * absmax,
+            }
+        )
     # bitsandbytes' own quantizer must agree: one 64-value block per case, x first
     blocks = torch.zeros(len(cases), 64)
     blocks[:, 0] = torch.tensor([x for x, _ in cases])
     blocks[:, 1] = torch.tensor([a for _, a in cases])
     packed, state = F.quantize_4bit(blocks.flatten(), blocksize=64, quant_type="nf4")
-    got = (packed.flatten().reshape(len(cases), 32)[:, 0] >> 4).tolist()  # the first element is the high nibble
-    wrong = [f"{row['x']!r}/{row['absmax']!r}: bitsandbytes {g}, exact {row['nf4']}"
-             for row, g, am in zip(out, got, state.absmax.tolist()) if g != row["nf4"] or am != f32(row["absmax"])]
+    got = (
+        packed.flatten().reshape(len(cases), 32)[:, 0] >> 4
+    ).tolist()  # the first element is the high nibble
+    wrong = [
+        f"{row['x']!r}/{row['absmax']!r}: bitsandbytes {g}, exact {row['nf4']}"
+        for row, g, am in zip(out, got, state.absmax.tolist(), strict=True)
+        if g != row["nf4"] or am != f32(row["absmax"])
+    ]
     if wrong:
-        raise RuntimeError("bitsandbytes disagrees with its exact arithmetic on this machine:\n"
-                           + "\n".join(wrong[:20]))
+        raise RuntimeError(
+            "bitsandbytes disagrees with its exact arithmetic on this machine:\n"
+            + "\n".join(wrong[:20])
+        )
     return out
 
 
@@ -296,32 +420,66 @@ def memory_vectors() -> list[dict]:
     for i in range(8):
         heads = int(rng.choice([4, 8, 16, 32]))
         kv = int(rng.choice([k for k in (1, 2, 4, 8, 16, 32) if heads % k == 0]))
-        configs[f"random-{i}"] = dict(hidden_size=heads * int(rng.choice([16, 32, 64, 128])),
-                                      intermediate_size=int(rng.integers(100, 3000)),
-                                      num_hidden_layers=int(rng.integers(1, 12)), num_attention_heads=heads,
-                                      num_key_value_heads=kv, vocab_size=int(rng.integers(100, 50000)),
-                                      tie_word_embeddings=bool(rng.integers(0, 2)))
-    options = [dict(recipe="inference", dtype=d, quantization=q, double_quant=dq)
-               for d, q, dq in itertools.product(("bfloat16", "float32"), (None, "int8", "nf4"), (False, True))
-               if not (dq and q != "nf4")]
-    options += [dict(recipe=r, checkpointing=c) for r in ("full", "full-bf16", "full-master") for c in (False, True)]
-    options += [dict(recipe="lora", dtype="float16", lora_rank=8), dict(recipe="qlora", double_quant=True),
-                dict(recipe="qlora", checkpointing=True, lora_rank=64)]
+        configs[f"random-{i}"] = dict(
+            hidden_size=heads * int(rng.choice([16, 32, 64, 128])),
+            intermediate_size=int(rng.integers(100, 3000)),
+            num_hidden_layers=int(rng.integers(1, 12)),
+            num_attention_heads=heads,
+            num_key_value_heads=kv,
+            vocab_size=int(rng.integers(100, 50000)),
+            tie_word_embeddings=bool(rng.integers(0, 2)),
+        )
+    options = [
+        dict(recipe="inference", dtype=d, quantization=q, double_quant=dq)
+        for d, q, dq in itertools.product(
+            ("bfloat16", "float32"), (None, "int8", "nf4"), (False, True)
+        )
+        if not (dq and q != "nf4")
+    ]
+    options += [
+        dict(recipe=r, checkpointing=c)
+        for r in ("full", "full-bf16", "full-master")
+        for c in (False, True)
+    ]
+    options += [
+        dict(recipe="lora", dtype="float16", lora_rank=8),
+        dict(recipe="qlora", double_quant=True),
+        dict(recipe="qlora", checkpointing=True, lora_rank=64),
+    ]
+    options += [  # the other optimizers, on every training recipe
+        dict(recipe=r, optimizer=o)
+        for r in ("full", "full-bf16", "full-master", "lora", "qlora")
+        for o in ("adamw8bit", "sgd")
+    ]
+    options += [  # eager attention keeps the s x s scores
+        dict(recipe=r, attention="eager", checkpointing=c)
+        for r in ("full", "qlora")
+        for c in (False, True)
+    ]
     out = []
-    for (name, cfg), (batch, context) in itertools.product(configs.items(), ((1, 2048), (4, 513))):
+    for (name, cfg), (batch, context) in itertools.product(
+        configs.items(), ((1, 2048), (4, 513))
+    ):
         config = LlamaConfig(**cfg)
         for opts in options:
             if name == "Llama-2-70B" and batch != 1:
                 continue  # slow to instantiate even on the meta device; one setting is enough
             parts = breakdown(config, batch=batch, context=context, **opts)
-            out.append({"name": name, "config": cfg, "options": {**opts, "batch": batch, "context": context},
-                        "parameters": None, "parts": parts})
-    from llmbook.memory import estimate
-
-    from llmbook.memory import fits_on
+            out.append(
+                {
+                    "name": name,
+                    "config": cfg,
+                    "options": {**opts, "batch": batch, "context": context},
+                    "parameters": None,
+                    "parts": parts,
+                }
+            )
+    from llmbook.memory import estimate, fits_on
 
     for row in out:
-        row["parameters"] = estimate(LlamaConfig(**row["config"]), "bfloat16").n_parameters
+        row["parameters"] = estimate(
+            LlamaConfig(**row["config"]), "bfloat16"
+        ).n_parameters
         row["fits_on"] = fits_on(sum(row["parts"].values()))
     return out
 
@@ -331,31 +489,53 @@ def gpus() -> dict:
     rule behind "usable", from llmbook.memory."""
     from llmbook.memory import ALLOCATOR_SLACK, CUDA_RESERVE_BYTES, GPUS, usable_bytes
 
-    return {"cuda_reserve_bytes": CUDA_RESERVE_BYTES, "allocator_slack": ALLOCATOR_SLACK,
-            "gpus": [{"name": name, "total_mib": mib, "usable_bytes": usable_bytes(name), "source": source}
-                     for name, (mib, source) in GPUS.items()]}
+    return {
+        "cuda_reserve_bytes": CUDA_RESERVE_BYTES,
+        "allocator_slack": ALLOCATOR_SLACK,
+        "gpus": [
+            {
+                "name": name,
+                "total_mib": mib,
+                "usable_bytes": usable_bytes(name),
+                "source": source,
+            }
+            for name, (mib, source) in GPUS.items()
+        ],
+    }
 
 
 def presets_js() -> str:
     from llmbook.memory import PRESETS
 
-    return ("// Generated by scripts/make_widget_data.py from llmbook.memory.PRESETS and GPUS; do not edit.\n"
-            f"window.LLMBookPresets = {json.dumps(PRESETS, indent=1)};\n"
-            f"window.LLMBookGPUs = {json.dumps(gpus(), indent=1)};\n")
+    return (
+        "// Generated by scripts/make_widget_data.py from llmbook.memory.PRESETS and GPUS; do not edit.\n"
+        f"window.LLMBookPresets = {json.dumps(PRESETS, indent=1)};\n"
+        f"window.LLMBookGPUs = {json.dumps(gpus(), indent=1)};\n"
+    )
 
 
-SECTIONS = {"floats": float_vectors, "quantizers": quant_vectors, "memory": memory_vectors, "gpus": gpus}
+SECTIONS = {
+    "floats": float_vectors,
+    "quantizers": quant_vectors,
+    "memory": memory_vectors,
+    "gpus": gpus,
+}
 
 
 def vectors_json(sections=tuple(SECTIONS)) -> str:
     """The vectors file's text; ``sections`` picks parts (the tests compare some across CPU paths)."""
-    data = {"generated_by": "scripts/make_widget_data.py", **{name: SECTIONS[name]() for name in sections}}
+    data = {
+        "generated_by": "scripts/make_widget_data.py",
+        **{name: SECTIONS[name]() for name in sections},
+    }
     return json.dumps(data, indent=0) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the files are out of date")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if the files are out of date"
+    )
     args = parser.parse_args(argv)
     stale = []
     for path, text in ((PRESETS_JS, presets_js()), (VECTORS, vectors_json())):

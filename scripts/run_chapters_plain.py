@@ -66,19 +66,35 @@ for i, cell in enumerate(nb["cells"]):
 """
 
 
-def run_chapter(path: Path, timeout_s: float, strict: bool = False, colab: bool = False) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "MPLBACKEND": "Agg"}
+def run_chapter(
+    path: Path, timeout_s: float, strict: bool = False, colab: bool = False
+) -> dict:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "MPLBACKEND": "Agg",
+    }
     if strict:
         env["LLMBOOK_STRICT_WARNINGS"] = "1"
     if colab:
         env["LLMBOOK_AS_COLAB"] = COLAB_STUB
     start = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-c", RUNNER, str(path.resolve())], cwd=ROOT / "book", env=env,
-                              capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(
+            [sys.executable, "-c", RUNNER, str(path.resolve())],
+            cwd=ROOT / "book",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
     except subprocess.TimeoutExpired:
-        return {"chapter": path.name, "ok": False, "seconds": timeout_s, "error": f"timed out after {timeout_s} s"}
+        return {
+            "chapter": path.name,
+            "ok": False,
+            "seconds": timeout_s,
+            "error": f"timed out after {timeout_s} s",
+        }
     seconds = time.perf_counter() - start
     cells = {}
     error = None
@@ -91,9 +107,14 @@ def run_chapter(path: Path, timeout_s: float, strict: bool = False, colab: bool 
             error = f"cell {i}: {json.loads(tb)}"
     if proc.returncode and error is None:
         error = proc.stderr[-3000:]
-    return {"chapter": path.name, "ok": proc.returncode == 0, "seconds": round(seconds, 2),
-            "slowest_cells_s": sorted(cells.items(), key=lambda kv: -kv[1])[:3], "error": error,
-            "stdout_tail": proc.stdout[-4000:]}
+    return {
+        "chapter": path.name,
+        "ok": proc.returncode == 0,
+        "seconds": round(seconds, 2),
+        "slowest_cells_s": sorted(cells.items(), key=lambda kv: -kv[1])[:3],
+        "error": error,
+        "stdout_tail": proc.stdout[-4000:],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,9 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("chapters", nargs="*", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--timeout-s", type=float, default=300)
-    parser.add_argument("--warnings-as-errors", action="store_true",
-                        help="DeprecationWarning/FutureWarning from the chapters' code or llmbook fail the chapter")
-    parser.add_argument("--colab", action="store_true", help="run as in Colab (the install cells run)")
+    parser.add_argument(
+        "--warnings-as-errors",
+        action="store_true",
+        help="DeprecationWarning/FutureWarning from the chapters' code or llmbook fail the chapter",
+    )
+    parser.add_argument(
+        "--colab", action="store_true", help="run as in Colab (the install cells run)"
+    )
     args = parser.parse_args(argv)
     chapters = args.chapters or sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
     results = []
@@ -113,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         status = "ok" if r["ok"] else "FAILED"
         print(f"{r['chapter']}: {status} in {r['seconds']:.1f} s", flush=True)
         if r["error"]:
-            print("   ", r["error"].strip().splitlines()[-1] if r["error"].strip() else "", flush=True)
+            print(
+                "   ",
+                r["error"].strip().splitlines()[-1] if r["error"].strip() else "",
+                flush=True,
+            )
         if args.out:
             args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps({"versions": versions()}), flush=True)

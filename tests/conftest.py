@@ -49,24 +49,57 @@ def load_notebook(path: Path) -> dict:
 
 def scratch_notebook(code: str) -> str:
     """A one-code-cell notebook (JSON text) for scratch books in the tests."""
-    return json.dumps({
-        "cells": [
-            {"cell_type": "markdown", "id": "c0", "metadata": {}, "source": ["# A chapter\n"]},
-            {"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": None, "outputs": [], "source": [code]},
-        ],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    })
+    return json.dumps(
+        {
+            "cells": [
+                {
+                    "cell_type": "markdown",
+                    "id": "c0",
+                    "metadata": {},
+                    "source": ["# A chapter\n"],
+                },
+                {
+                    "cell_type": "code",
+                    "id": "c1",
+                    "metadata": {},
+                    "execution_count": None,
+                    "outputs": [],
+                    "source": [code],
+                },
+            ],
+            "metadata": {
+                "kernelspec": {
+                    "name": "python3",
+                    "display_name": "Python 3",
+                    "language": "python",
+                }
+            },
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        }
+    )
 
 
-def run_jb(source: Path, output: Path, *extra: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+def run_jb(
+    source: Path, output: Path, *extra: str, timeout: int = 1800
+) -> subprocess.CompletedProcess:
     """Build the book at ``source`` into ``output`` with warnings as errors."""
     return subprocess.run(
-        [JB, "build", str(source), "--path-output", str(output), "-n", "-W", "--keep-going", *extra],
+        [
+            JB,
+            "build",
+            str(source),
+            "--path-output",
+            str(output),
+            "-n",
+            "-W",
+            "--keep-going",
+            *extra,
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
 
 
@@ -87,9 +120,18 @@ def built_book(tmp_path_factory) -> Build:
     """
     keep = os.environ.get("LLMBOOK_BUILD_DIR")
     output = Path(keep).resolve() if keep else tmp_path_factory.mktemp("book")
-    if keep and os.environ.get("LLMBOOK_REUSE_BUILD") and (output / "build.log").exists():
+    if (
+        keep
+        and os.environ.get("LLMBOOK_REUSE_BUILD")
+        and (output / "build.log").exists()
+    ):
         log = (output / "build.log").read_text()
-        return Build(0 if "build succeeded" in log else 1, log, output / "_build" / "html", output)
+        return Build(
+            0 if "build succeeded" in log else 1,
+            log,
+            output / "_build" / "html",
+            output,
+        )
     if output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True)

@@ -13,52 +13,73 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from llmbook.memory import EstimateError, autocast_cache_bytes, breakdown, training_activation_bytes
+from llmbook.bench import load_kwargs
+from llmbook.memory import (
+    EstimateError,
+    autocast_cache_bytes,
+    breakdown,
+    training_activation_bytes,
+)
+from llmbook.pages.ch07 import saved_for_backward
 
 SHAPES = {
-    "gqa": dict(hidden_size=256, intermediate_size=768, num_attention_heads=8, num_key_value_heads=4, vocab_size=4096),
-    "mha": dict(hidden_size=192, intermediate_size=512, num_attention_heads=6, num_key_value_heads=6, vocab_size=2048),
-    "big-vocab": dict(hidden_size=128, intermediate_size=384, num_attention_heads=4, num_key_value_heads=1,
-                      vocab_size=16384),
+    "gqa": dict(
+        hidden_size=256,
+        intermediate_size=768,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        vocab_size=4096,
+    ),
+    "mha": dict(
+        hidden_size=192,
+        intermediate_size=512,
+        num_attention_heads=6,
+        num_key_value_heads=6,
+        vocab_size=2048,
+    ),
+    "big-vocab": dict(
+        hidden_size=128,
+        intermediate_size=384,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        vocab_size=16384,
+    ),
 }
-
-
-def saved_for_backward(model, fn) -> int:
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        if s.data_ptr() not in params:
-            storages[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(storages.values())
 
 
 def measure(config, compute: str, batch: int, seq: int, checkpointing: bool) -> int:
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if compute == "bf16" else torch.float32)
+    model = AutoModelForCausalLM.from_config(
+        config, dtype=torch.bfloat16 if compute == "bf16" else torch.float32
+    )
     model.train()
     if checkpointing:  # re-entrant: the checkpointed input goes through autograd, where the hook sees it
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": True}
+        )
     ids = torch.randint(0, config.vocab_size, (batch, seq))
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if compute == "autocast" else contextlib.nullcontext()
+    ctx = (
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if compute == "autocast"
+        else contextlib.nullcontext()
+    )
 
     def step():
         with ctx:
             return model(ids, labels=ids).loss
 
-    return saved_for_backward(model, step)
+    return saved_for_backward(model, step)[0]
 
 
 @pytest.mark.parametrize("compute", ["fp32", "bf16", "autocast"])
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize(("layers", "batch", "seq"), [(2, 1, 256), (3, 4, 64)])
-def test_activations_within_5_percent_of_a_real_step(shape, compute, layers, batch, seq):
-    config = LlamaConfig(num_hidden_layers=layers, max_position_embeddings=512, **SHAPES[shape])
+def test_activations_within_5_percent_of_a_real_step(
+    shape, compute, layers, batch, seq
+):
+    config = LlamaConfig(
+        num_hidden_layers=layers, max_position_embeddings=512, **SHAPES[shape]
+    )
     measured = measure(config, compute, batch, seq, checkpointing=False)
     predicted = training_activation_bytes(config, batch, seq, compute=compute)
     if compute == "autocast":  # autocast's bf16 weight copies are saved too
@@ -70,22 +91,40 @@ def test_activations_within_5_percent_of_a_real_step(shape, compute, layers, bat
 def test_checkpointing_keeps_each_layers_input(compute):
     """Saved bytes with checkpointing: every layer's input, plus the outside; the one layer
     recomputed at a time during backward is a transient the model adds on top."""
-    config = LlamaConfig(num_hidden_layers=4, max_position_embeddings=512, **SHAPES["gqa"])
+    config = LlamaConfig(
+        num_hidden_layers=4, max_position_embeddings=512, **SHAPES["gqa"]
+    )
     measured = measure(config, compute, 2, 128, checkpointing=True)
     full = training_activation_bytes(config, 2, 128, compute=compute)
-    with_ckpt = training_activation_bytes(config, 2, 128, checkpointing=True, compute=compute)
-    one_layer = (training_activation_bytes(config, 2, 128, compute=compute)
-                 - training_activation_bytes(LlamaConfig(**{**config.to_dict(), "num_hidden_layers": 3}), 2, 128,
-                                             compute=compute))
-    assert abs((with_ckpt - one_layer) - measured) / measured < 0.05, (with_ckpt - one_layer, measured)
+    with_ckpt = training_activation_bytes(
+        config, 2, 128, checkpointing=True, compute=compute
+    )
+    one_layer = training_activation_bytes(
+        config, 2, 128, compute=compute
+    ) - training_activation_bytes(
+        LlamaConfig(**{**config.to_dict(), "num_hidden_layers": 3}),
+        2,
+        128,
+        compute=compute,
+    )
+    assert abs((with_ckpt - one_layer) - measured) / measured < 0.05, (
+        with_ckpt - one_layer,
+        measured,
+    )
     assert with_ckpt < full / 2
 
 
 def test_the_old_gpt3_eager_formula_overstates_llama_with_sdpa():
     """At Llama-2-7B scale and 8k tokens, Korthikanti et al.'s s b h (34 + 5 a s / h) per layer
     (GPT-3 block, eager attention) is several times what an SDPA Llama keeps."""
-    config = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                         num_key_value_heads=32, vocab_size=32000)
+    config = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+    )
     s, h, a = 8192, 4096, 32
     korthikanti = 32 * s * h * (34 + 5 * a * s / h)
     ours = training_activation_bytes(config, 1, s, compute="bf16")
@@ -94,14 +133,19 @@ def test_the_old_gpt3_eager_formula_overstates_llama_with_sdpa():
 
 def test_recipes_count_bytes_per_parameter():
     config = LlamaConfig(**SHAPES["gqa"], num_hidden_layers=2)
-    n = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    params = list(AutoModelForCausalLM.from_config(config).parameters())
+    n, steps = (
+        sum(p.numel() for p in params),
+        4 * len(params),
+    )  # AdamW: an fp32 step each
     full = breakdown(config, "full")
-    assert full["weights"] + full["gradients"] + full["optimizer"] == 16 * n
+    assert full["weights"] + full["gradients"] + full["optimizer"] == 16 * n + steps
     assert full["autocast_cache"] == autocast_cache_bytes(config)
     pure = breakdown(config, "full-bf16")
-    assert pure["weights"] + pure["gradients"] + pure["optimizer"] == 8 * n
+    assert pure["weights"] + pure["gradients"] + pure["optimizer"] == 8 * n + steps
     master = breakdown(config, "full-master")
-    assert sum(v for k, v in master.items() if k != "activations") == 16 * n
+    parts = sum(v for k, v in master.items() if k != "activations")
+    assert parts == 16 * n + steps
     with pytest.raises(EstimateError, match="unknown compute mode"):
         training_activation_bytes(config, 1, 8, compute="fp8")
 
@@ -111,22 +155,112 @@ def test_recipes_count_bytes_per_parameter():
 def test_lora_and_qlora_activations_within_5_percent(tmp_path, base, rank):
     """PEFT adapters on all seven projections over a frozen bf16 (LoRA) or nf4 (QLoRA) base."""
     from peft import LoraConfig, get_peft_model
-    from transformers import BitsAndBytesConfig
 
     from llmbook.memory import LORA_TARGETS
 
-    config = LlamaConfig(num_hidden_layers=3, max_position_embeddings=512, **SHAPES["gqa"])
+    config = LlamaConfig(
+        num_hidden_layers=3, max_position_embeddings=512, **SHAPES["gqa"]
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     if base == "nf4":
         model.save_pretrained(tmp_path)
-        model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16, quantization_config=BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
-            bnb_4bit_use_double_quant=True))
-    model = get_peft_model(model, LoraConfig(r=rank, target_modules=list(LORA_TARGETS), lora_dropout=0.0)).train()
+        model = AutoModelForCausalLM.from_pretrained(tmp_path, **load_kwargs("nf4-dq"))
+    model = get_peft_model(
+        model, LoraConfig(r=rank, target_modules=list(LORA_TARGETS), lora_dropout=0.0)
+    ).train()
     ids = torch.randint(0, config.vocab_size, (2, 96))
-    measured = saved_for_backward(model, lambda: model(input_ids=ids, labels=ids).loss)
+    measured, _ = saved_for_backward(
+        model, lambda: model(input_ids=ids, labels=ids).loss
+    )
     predicted = training_activation_bytes(config, 2, 96, compute="bf16", lora_rank=rank)
     assert abs(predicted - measured) / measured < 0.05, (predicted, measured)
-    assert breakdown(config, "qlora" if base == "nf4" else "lora", batch=2, context=96, lora_rank=rank)[
-        "activations"] == predicted
+    assert (
+        breakdown(
+            config,
+            "qlora" if base == "nf4" else "lora",
+            batch=2,
+            context=96,
+            lora_rank=rank,
+        )["activations"]
+        == predicted
+    )
+
+
+@pytest.mark.parametrize("compute", ["fp32", "bf16", "autocast"])
+@pytest.mark.parametrize("shape", ["gqa", "mha"])
+@pytest.mark.parametrize("seq", [64, 256])
+def test_eager_attention_keeps_the_scores(shape, compute, seq):
+    """Eager attention keeps each layer's s x s softmax: quadratic in the sequence."""
+    config = LlamaConfig(
+        num_hidden_layers=2,
+        max_position_embeddings=512,
+        attn_implementation="eager",
+        **SHAPES[shape],
+    )
+    measured = measure(config, compute, 2, seq, checkpointing=False)
+    predicted = training_activation_bytes(
+        config, 2, seq, compute=compute, attention="eager"
+    )
+    if compute == "autocast":
+        predicted += autocast_cache_bytes(config)
+    assert abs(predicted - measured) / measured < 0.05, (predicted, measured)
+    sdpa = training_activation_bytes(config, 2, seq, compute=compute)
+    if seq == 256:  # and the sdpa count would miss it by more than the tolerance
+        assert abs(sdpa - measured) / measured > 0.05
+
+
+def test_unknown_attention_is_one_sentence():
+    config = LlamaConfig(**SHAPES["gqa"])
+    with pytest.raises(EstimateError, match="unknown attention 'flex'"):
+        training_activation_bytes(config, 1, 8, attention="flex")
+
+
+def layernorm_config(family: str, layers: int, hidden: int = 256, inter: int = 768):
+    from transformers import GPT2Config, GPTNeoXConfig
+
+    if family == "gpt_neox":
+        return GPTNeoXConfig(
+            hidden_size=hidden,
+            intermediate_size=inter,
+            num_attention_heads=8,
+            num_hidden_layers=layers,
+            vocab_size=4096,
+        )
+    return GPT2Config(  # dropout off: its masks are not modelled
+        n_embd=hidden,
+        n_inner=inter,
+        n_head=8,
+        n_layer=layers,
+        vocab_size=4096,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+
+
+@pytest.mark.parametrize("compute", ["fp32", "bf16", "autocast"])
+@pytest.mark.parametrize("family", ["gpt_neox", "gpt2"])
+@pytest.mark.parametrize(
+    ("layers", "batch", "seq", "hidden", "inter"),
+    [(2, 1, 256, 256, 768), (3, 4, 64, 256, 768), (2, 2, 128, 128, 1024)],
+)
+def test_layernorm_blocks_within_5_percent(
+    family, compute, layers, batch, seq, hidden, inter
+):
+    """Two MLP ratios (I = 3h and I = 8h), so the h and I terms are both tested."""
+    config = layernorm_config(family, layers, hidden, inter)
+    measured = measure(config, compute, batch, seq, checkpointing=False)
+    predicted = training_activation_bytes(config, batch, seq, compute=compute)
+    if compute == "autocast":
+        predicted += autocast_cache_bytes(config)
+    assert abs(predicted - measured) / measured < 0.05, (predicted, measured)
+
+
+def test_dropout_is_refused_in_one_sentence():
+    from transformers import GPT2Config
+
+    with pytest.raises(EstimateError, match="dropout .* set them to 0"):
+        training_activation_bytes(GPT2Config(n_layer=2), 1, 8)

@@ -11,18 +11,29 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, chapter_notebooks
+
 from llmbook import bnb_cpu
 from llmbook.memory import PRESETS
 
 bnb = pytest.importorskip("bitsandbytes")
 
 
-@pytest.mark.parametrize(("in_f", "out_f", "ok"), [
-    (1344, 512, True), (1376, 512, False), (688, 256, False), (720, 256, False),
-    (256, 688, False), (256, 704, True), (256, 720, False), (64, 32, True), (64, 48, False), (576, 1536, True),
-])
+@pytest.mark.parametrize(
+    ("in_f", "out_f", "ok"),
+    [
+        (1344, 512, True),
+        (1376, 512, False),
+        (688, 256, False),
+        (720, 256, False),
+        (256, 688, False),
+        (256, 704, True),
+        (256, 720, False),
+        (64, 32, True),
+        (64, 48, False),
+        (576, 1536, True),
+    ],
+)
 def test_shape_rule_matches_what_the_packed_path_accepts(in_f, out_f, ok):
     """The rule, against bitsandbytes' own packing code (pure torch: it runs on any CPU)."""
     assert (bnb_cpu.shape_problem(in_f, out_f) is None) is ok
@@ -36,23 +47,42 @@ def test_shape_rule_matches_what_the_packed_path_accepts(in_f, out_f, ok):
 
 def _nf4_layer(in_f, out_f, double_quant=False, strict=True):
     cls = bnb.nn.Linear4bit
-    make = cls.__init__.__wrapped__ if not strict and hasattr(cls.__init__, "__wrapped__") else None
+    make = (
+        cls.__init__.__wrapped__
+        if not strict and hasattr(cls.__init__, "__wrapped__")
+        else None
+    )
     torch.manual_seed(0)
     dense = torch.nn.Linear(in_f, out_f, bias=False)
     if make is not None:  # bypass the strict check to build a shape it rejects
         layer = cls.__new__(cls)
-        make(layer, in_f, out_f, bias=False, quant_type="nf4", compress_statistics=double_quant,
-             compute_dtype=torch.bfloat16)
+        make(
+            layer,
+            in_f,
+            out_f,
+            bias=False,
+            quant_type="nf4",
+            compress_statistics=double_quant,
+            compute_dtype=torch.bfloat16,
+        )
     else:
-        layer = cls(in_f, out_f, bias=False, quant_type="nf4", compress_statistics=double_quant,
-                    compute_dtype=torch.bfloat16)
+        layer = cls(
+            in_f,
+            out_f,
+            bias=False,
+            quant_type="nf4",
+            compress_statistics=double_quant,
+            compute_dtype=torch.bfloat16,
+        )
     layer.load_state_dict(dense.state_dict())
     return layer.to("cpu").eval()
 
 
 def test_strict_check_is_on_in_the_test_session():
     """conftest turns it on, so a bad shape fails here even on a CPU without the packed path."""
-    with pytest.raises(bnb_cpu.UnsupportedShape, match="in_features=1376 is not a multiple of the 64"):
+    with pytest.raises(
+        bnb_cpu.UnsupportedShape, match="in_features=1376 is not a multiple of the 64"
+    ):
         bnb.nn.Linear4bit(1376, 512)
     bnb.nn.Linear4bit(1344, 512)
 
@@ -72,8 +102,13 @@ def test_strict_check_reaches_a_fresh_process_and_a_from_pretrained_load(tmp_pat
         "except bnb_cpu.UnsupportedShape as exc:\n"
         "    print('REFUSED', exc)\n" % (tmp_path, tmp_path)
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, bnb_cpu.STRICT_ENV: "1"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, bnb_cpu.STRICT_ENV: "1"},
+    )
     assert "REFUSED 4-bit layer" in out.stdout, out.stdout + out.stderr[-2000:]
 
 
@@ -83,25 +118,50 @@ def test_check_4bit_model_says_one_sentence():
     with pytest.raises(bnb_cpu.UnsupportedShape) as info:
         bnb_cpu.check_4bit_model(model, strict=True)
     message = str(info.value)
-    assert message.count(". ") == 0 and "down_proj" in message and "multiple of 64" in message
+    assert (
+        message.count(". ") == 0
+        and "down_proj" in message
+        and "multiple of 64" in message
+    )
     bnb_cpu.check_4bit_model(model, strict=False)  # no check requested: no error
 
 
 def _literal_config_calls() -> list[tuple[str, str, dict]]:
     """(where, callee, kwargs) of every config built with literal arguments in the chapters,
     scripts, package and tests: ``tiny_config(...)`` and ``*Config(...)`` calls."""
-    sources = [(p.name, "\n".join("".join(c["source"]) for c in json.loads(p.read_text())["cells"]
-                                  if c["cell_type"] == "code")) for p in chapter_notebooks()]
+    sources = [
+        (
+            p.name,
+            "\n".join(
+                "".join(c["source"])
+                for c in json.loads(p.read_text())["cells"]
+                if c["cell_type"] == "code"
+            ),
+        )
+        for p in chapter_notebooks()
+    ]
     for folder in ("scripts", "llmbook", "tests"):
-        sources += [(f"{folder}/{p.name}", p.read_text()) for p in (ROOT / folder).glob("*.py")]
+        sources += [
+            (f"{folder}/{p.name}", p.read_text()) for p in (ROOT / folder).glob("*.py")
+        ]
     found = []
     for where, text in sources:
-        text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("!", "%")))
+        text = "\n".join(
+            line
+            for line in text.splitlines()
+            if not line.lstrip().startswith(("!", "%"))
+        )
         for node in ast.walk(ast.parse(text)):
             if not isinstance(node, ast.Call):
                 continue
-            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            if name != "tiny_config" and not (name.endswith("Config") and name[:1].isupper()):
+            name = (
+                node.func.attr
+                if isinstance(node.func, ast.Attribute)
+                else getattr(node.func, "id", "")
+            )
+            if name != "tiny_config" and not (
+                name.endswith("Config") and name[:1].isupper()
+            ):
                 continue
             try:
                 args = [ast.literal_eval(a) for a in node.args]
@@ -113,7 +173,9 @@ def _literal_config_calls() -> list[tuple[str, str, dict]]:
                     kwargs[k.arg] = ast.literal_eval(k.value)
                 except ValueError:
                     pass
-            if any(k.arg is None for k in node.keywords) or (name == "tiny_config") != bool(args):
+            if any(k.arg is None for k in node.keywords) or (
+                name == "tiny_config"
+            ) != bool(args):
                 continue
             found.append((where, name if name != "tiny_config" else args[0], kwargs))
     return found
@@ -144,16 +206,22 @@ def test_every_config_the_book_builds_fits_the_packed_path():
     for name, preset in PRESETS.items():
         configs[f"PRESETS[{name!r}]"] = LlamaConfig(**preset)
     calls = [c for c in _literal_config_calls() if c[1] not in ("BitsAndBytesConfig",)]
-    assert any(c[0] == "08_inference_speed.ipynb" for c in calls), "the walk found no chapter config"
+    assert any(c[0] == "08_inference_speed.ipynb" for c in calls), (
+        "the walk found no chapter config"
+    )
     for where, callee, kwargs in calls:
         cls = getattr(transformers, callee, None) if callee.endswith("Config") else None
-        if callee not in FAMILIES and not (isinstance(cls, type) and issubclass(cls, transformers.PretrainedConfig)):
+        if callee not in FAMILIES and not (
+            isinstance(cls, type) and issubclass(cls, transformers.PretrainedConfig)
+        ):
             continue  # not a model config (a generation or quantization config), or an unknown family
         try:
             configs[f"{where}: {callee}({kwargs})"] = _config_of(callee, kwargs)
         except (TypeError, ValueError):
             continue  # not a model config (e.g. a quantization config)
-    problems = {name: p for name, c in configs.items() if (p := bnb_cpu.config_problems(c))}
+    problems = {
+        name: p for name, c in configs.items() if (p := bnb_cpu.config_problems(c))
+    }
     assert not problems, "\n".join(f"{n}: {p[0]}" for n, p in problems.items())
     assert len(configs) >= 12
 
@@ -169,7 +237,10 @@ def test_packing_rewrites_the_stored_bytes():
         blocks = 1536 * 576 // bnb_cpu.BLOCKSIZE
         assert after["packed"] and not before["packed"]
         assert after["bytes"]["codes"] == before["bytes"]["codes"] == 1536 * 576 // 2
-        assert after["absmax_dtype"] == "bfloat16" and after["bytes"] == {"codes": 1536 * 576 // 2, "absmax": 2 * blocks}
+        assert after["absmax_dtype"] == "bfloat16" and after["bytes"] == {
+            "codes": 1536 * 576 // 2,
+            "absmax": 2 * blocks,
+        }
         assert before["bytes"]["absmax"] == (blocks if double_quant else 4 * blocks)
 
 
@@ -177,7 +248,9 @@ def test_packed_and_plain_paths_compute_the_same_layer():
     """On a CPU with the packed path, eval (packed) and train (plain) forwards agree to bf16
     rounding; elsewhere the packed layout cannot be run, only built."""
     if bnb_cpu.cpu_4bit_path() != "packed":
-        pytest.skip("this CPU has no AVX512-BF16: bitsandbytes takes the plain path only")
+        pytest.skip(
+            "this CPU has no AVX512-BF16: bitsandbytes takes the plain path only"
+        )
     layer = _nf4_layer(1536, 576)
     x = torch.randn(4, 1536, dtype=torch.bfloat16)
     with torch.no_grad():
@@ -203,7 +276,9 @@ def test_check_4bit_model_uses_the_layers_block_size():
     cls = bnb.nn.Linear4bit
     layer = cls.__new__(cls)
     cls.__init__.__wrapped__(layer, 192, 32, bias=False, quant_type="nf4")
-    layer.weight = bnb.nn.Params4bit(torch.randn(32, 192), requires_grad=False, blocksize=128, quant_type="nf4")
+    layer.weight = bnb.nn.Params4bit(
+        torch.randn(32, 192), requires_grad=False, blocksize=128, quant_type="nf4"
+    )
     model = torch.nn.Sequential()
     model.add_module("proj", layer)
     with pytest.raises(bnb_cpu.UnsupportedShape, match="128-weight block"):
@@ -215,6 +290,15 @@ def test_state_dict_after_a_cpu_forward_corrupts_plain_nf4():
     bf16, transposed; the layer's output changes. Double quantization is rebuilt. (When a
     bitsandbytes release fixes this, this test fails: update chapter 4's prose.)"""
     torch.manual_seed(0)
-    rows = {r["double_quant"]: r for r in bnb_cpu.state_dict_after_cpu_forward(torch.randn(1536, 384) * 0.05)}
-    assert rows[False]["saved_absmax"].startswith("bfloat16") and rows[False]["train_rel_error"] > 0.1
-    assert rows[True]["saved_absmax"].startswith("uint8") and rows[True]["train_rel_error"] < 0.01
+    rows = {
+        r["double_quant"]: r
+        for r in bnb_cpu.state_dict_after_cpu_forward(torch.randn(1536, 384) * 0.05)
+    }
+    assert (
+        rows[False]["saved_absmax"].startswith("bfloat16")
+        and rows[False]["train_rel_error"] > 0.1
+    )
+    assert (
+        rows[True]["saved_absmax"].startswith("uint8")
+        and rows[True]["train_rel_error"] < 0.01
+    )

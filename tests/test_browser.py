@@ -23,7 +23,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, chapter_notebooks, toc_files
 
 pytestmark = [pytest.mark.build, pytest.mark.browser]
@@ -33,13 +32,19 @@ VECTORS = json.loads((ROOT / "tests" / "js" / "vectors.json").read_text())
 
 
 def chromium_path() -> str | None:
-    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return (
+        os.environ.get("CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
 
 
 @pytest.fixture(scope="session")
 def site(built_book):
     if built_book.returncode != 0:
-        pytest.fail("the book did not build; see test_book_builds_from_scratch_without_warnings")
+        pytest.fail(
+            "the book did not build; see test_book_builds_from_scratch_without_warnings"
+        )
     handler = functools.partial(QuietHandler, directory=str(built_book.html))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -49,6 +54,19 @@ def site(built_book):
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the site silently, noting every request it answered with an error.
+
+    The browser's own requests (``/favicon.ico``) fire no Playwright event, and the
+    console message they log can be lost when the page redirects: the server sees them.
+    ``errors`` is the current visit's list of failed requests.
+    """
+
+    errors: list[str] = []
+
+    def log_request(self, code="-", size="-"):
+        if int(code) >= 400:
+            self.errors.append(f"{self.path} (HTTP {int(code)}, seen by the server)")
+
     def log_message(self, *args):
         pass
 
@@ -62,10 +80,16 @@ def browser():
         path = None
     if path is None:
         if os.environ.get("LLMBOOK_REQUIRE_BROWSER"):
-            pytest.fail("Chromium or playwright is missing: apt-get install chromium; pip install playwright")
-        pytest.skip("no Chromium/playwright here (apt-get install chromium; pip install playwright)")
+            pytest.fail(
+                "Chromium or playwright is missing: apt-get install chromium; pip install playwright"
+            )
+        pytest.skip(
+            "no Chromium/playwright here (apt-get install chromium; pip install playwright)"
+        )
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        b = p.chromium.launch(
+            executable_path=path, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
         yield b
         b.close()
 
@@ -86,11 +110,24 @@ class Visit:
         self.errors: list[str] = []
         self.failed: list[str] = []
         self.requests: list[str] = []
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on(
+            "console",
+            lambda m: self.errors.append(m.text) if m.type == "error" else None,
+        )
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("requestfailed", lambda r: self.failed.append(f"{r.url} ({r.failure})"))
-        self.page.on("response", lambda r: self.failed.append(f"{r.url} (HTTP {r.status})") if r.status >= 400 else None)
+        self.page.on(
+            "requestfailed", lambda r: self.failed.append(f"{r.url} ({r.failure})")
+        )
+        self.page.on(
+            "response",
+            lambda r: (
+                self.failed.append(f"{r.url} (HTTP {r.status})")
+                if r.status >= 400
+                else None
+            ),
+        )
         self.page.on("request", lambda r: self.requests.append(r.url))
+        QuietHandler.errors = self.failed  # what the server refused counts too
         self.page.goto(url, wait_until="networkidle")
 
     def __enter__(self) -> "Visit":
@@ -101,34 +138,54 @@ class Visit:
 
 
 def pages() -> list[str]:
-    return [f"{entry}.html" for entry in toc_files()]
+    """Every page of the table of contents, and index.html, the redirect at the root."""
+    return ["index.html"] + [f"{entry}.html" for entry in toc_files()]
 
 
 @pytest.mark.parametrize("path", pages())
 def test_page_loads_cleanly_and_asks_no_third_party(site, browser, path):
     with Visit(browser, f"{site}/{path}") as v:
+        if path == "index.html":
+            v.page.wait_for_url(f"{site}/{toc_files()[0]}.html")
+            v.page.wait_for_load_state("networkidle")
         assert v.errors == [], v.errors
         assert v.failed == [], v.failed
-        foreign = [u for u in v.requests if not u.startswith(site) and not u.startswith("data:")]
+        foreign = [
+            u
+            for u in v.requests
+            if not u.startswith(site) and not u.startswith("data:")
+        ]
         assert foreign == [], f"requests to other hosts: {foreign}"
         # maths: MathJax ran, and no raw TeX delimiters are left in the text
         if v.page.locator("div.math, span.math").count():
             v.page.wait_for_selector("mjx-container", timeout=15000)
             text = v.page.inner_text("main")
-            assert not re.search(r"\$[^$\s][^$]*\$|\\\(|\\\[", text), "raw TeX left on the page"
+            assert not re.search(r"\$[^$\s][^$]*\$|\\\(|\\\[", text), (
+                "raw TeX left on the page"
+            )
         # figures: every image loaded, with a real size and alt text
         for img in v.page.locator("main img").all():
-            assert img.evaluate("i => i.complete && i.naturalWidth > 0"), img.get_attribute("src")
+            assert img.evaluate("i => i.complete && i.naturalWidth > 0"), (
+                img.get_attribute("src")
+            )
             alt, src = img.get_attribute("alt") or "", img.get_attribute("src")
-            assert len(alt) > (20 if "_images/" in src else 3), f"no real alt text: {src}"  # figures describe themselves
+            assert len(alt) > (20 if "_images/" in src else 3), (
+                f"no real alt text: {src}"
+            )  # figures describe themselves
 
 
 @pytest.mark.parametrize("path", [p for p in chapter_notebooks()], ids=lambda p: p.name)
 def test_chapter_shows_outputs_and_working_buttons(site, browser, path):
     with Visit(browser, f"{site}/book/{path.stem}.html") as v:
-        assert v.page.locator("div.cell_output").count() >= 3, "code cells without outputs"
+        assert v.page.locator("div.cell_output").count() >= 3, (
+            "code cells without outputs"
+        )
         hrefs = v.page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
-        colab = [h for h in hrefs if h.startswith("https://colab.research.google.com/github/")]
+        colab = [
+            h
+            for h in hrefs
+            if h.startswith("https://colab.research.google.com/github/")
+        ]
         assert colab and all(h.endswith(f"book/{path.name}") for h in colab), colab
         assert (ROOT / "book" / path.name).is_file()
         downloads = [h for h in hrefs if h.startswith(site) and h.endswith(".ipynb")]
@@ -140,18 +197,74 @@ def test_chapter_shows_outputs_and_working_buttons(site, browser, path):
 
 def test_search_finds_a_term_from_a_chapter(site, browser):
     with Visit(browser, f"{site}/search.html?q=bitsandbytes") as v:
-        v.page.wait_for_selector("#search-results ul li a, ul.search li a", timeout=20000)
-        links = v.page.eval_on_selector_all("ul.search li a", "els => els.map(e => e.getAttribute('href'))")
+        v.page.wait_for_selector(
+            "#search-results ul li a, ul.search li a", timeout=20000
+        )
+        links = v.page.eval_on_selector_all(
+            "ul.search li a", "els => els.map(e => e.getAttribute('href'))"
+        )
         assert any("04_llm_int8_nf4" in h for h in links), links
 
 
-@pytest.mark.parametrize("stem", ["intro"] + [p.stem for p in chapter_notebooks()][:3] + ["float_explorer", "memory_calculator"])
-def test_layout_fits_a_phone(site, browser, shots, stem):
-    with Visit(browser, f"{site}/book/{stem}.html", viewport=PHONE) as v:
-        overflow = v.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 1, f"the page scrolls sideways by {overflow}px at phone width"
+# Elements that stick out of the viewport, neither fixed (a drawer) nor in a scrolling box
+OVERFLOWING = """() => {
+  const boxed = (e) => { for (let a = e; a; a = a.parentElement) {
+    const style = getComputedStyle(a);
+    if (style.position === "fixed" || (a !== e && style.overflowX !== "visible")) return true;
+  } return false; };
+  return [...document.querySelectorAll("main *")]
+    .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1 && !boxed(e))
+    .map((e) => `<${e.tagName.toLowerCase()} class="${e.className}">: ${e.textContent.slice(0, 60)}`)
+    .slice(0, 5);
+}"""
+
+
+def sideways(v: Visit) -> tuple[int, list[str]]:
+    """How far the page scrolls sideways, and the elements that make it."""
+    width = "document.documentElement.scrollWidth - window.innerWidth"
+    return v.page.evaluate(width), v.page.evaluate(OVERFLOWING)
+
+
+@pytest.mark.parametrize("entry", toc_files())
+def test_layout_fits_a_phone(site, browser, shots, entry):
+    """Every page of the book: code, outputs, tables and maths scroll in their own box."""
+    with Visit(browser, f"{site}/{entry}.html", viewport=PHONE) as v:
+        overflow, culprits = sideways(v)
+        assert overflow <= 1, (
+            f"the page scrolls sideways by {overflow}px at phone width: {culprits}"
+        )
+        stem = entry.split("/")[-1]
         if stem.startswith("0"):
             v.page.screenshot(path=str(shots / f"{stem}-phone.png"), full_page=False)
+
+
+@pytest.mark.parametrize(
+    "viewport",
+    [{"width": 1280, "height": 800}, {"width": 390, "height": 844}],
+    ids=["desktop", "phone"],
+)
+def test_claims_table_is_read_without_sideways_scrolling(
+    site, browser, shots, viewport
+):
+    """Every verdict and its reason fit the text column, on a desktop and on a phone."""
+    with Visit(browser, f"{site}/book/claims.html", viewport=viewport) as v:
+        table = v.page.locator("main table.llmb-claims")
+        assert table.count() == 1, "the claims table lost its class (claimstable.py)"
+        widths = table.evaluate(
+            """t => ({table: t.scrollWidth, box: t.parentElement.clientWidth,
+                      boxScroll: t.parentElement.scrollWidth,
+                      clipped: [...t.querySelectorAll("td")]
+                        .filter((td) => td.scrollWidth > td.clientWidth + 1)
+                        .map((td) => td.textContent.slice(0, 40))})"""
+        )
+        assert widths["table"] <= widths["box"], f"wider than its box: {widths}"
+        assert widths["boxScroll"] <= widths["box"], f"its box scrolls: {widths}"
+        assert widths["clipped"] == [], "cells whose text sticks out"
+        overflow, culprits = sideways(v)
+        assert overflow <= 0, f"the page scrolls sideways by {overflow}px: {culprits}"
+        v.page.screenshot(
+            path=str(shots / f"claims-{viewport['width']}.png"), full_page=True
+        )
 
 
 def test_chapter_screenshots_at_desktop_width(site, browser, shots):
@@ -162,6 +275,7 @@ def test_chapter_screenshots_at_desktop_width(site, browser, shots):
 
 
 # --- the widgets ------------------------------------------------------------------
+
 
 def finish(v: Visit, screenshot: Path) -> None:
     """Save the whole page, and fail if anything the test did logged an error."""
@@ -174,14 +288,18 @@ def row_value(page, fmt: str) -> str:
 
 
 def bits_of(page, fmt: str) -> str:
-    return "".join(page.locator(f"tr[data-format='{fmt}'] button.llmb-bit").all_inner_texts())
+    return "".join(
+        page.locator(f"tr[data-format='{fmt}'] button.llmb-bit").all_inner_texts()
+    )
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_float_explorer_by_typing_and_clicking(site, browser, shots, viewport):
     with Visit(browser, f"{site}/book/float_explorer.html", viewport=viewport) as v:
         page = v.page
-        value = page.locator("[data-llmb-widget='float-explorer'] input.llmb-input").first
+        value = page.locator(
+            "[data-llmb-widget='float-explorer'] input.llmb-input"
+        ).first
         value.fill("65504")
         assert bits_of(page, "fp16") == "0111101111111111"
         assert row_value(page, "fp16") == "65504"
@@ -189,32 +307,53 @@ def test_float_explorer_by_typing_and_clicking(site, browser, shots, viewport):
         assert row_value(page, "fp16") == "+inf" and row_value(page, "bf16") == "65536"
         value.fill("1")
         assert bits_of(page, "fp32") == "0" + "01111111" + "0" * 23
-        page.locator("tr[data-format='fp32'] button[data-bit='31']").click()  # the sign bit
+        page.locator(
+            "tr[data-format='fp32'] button[data-bit='31']"
+        ).click()  # the sign bit
         assert row_value(page, "fp32") == "-1" and value.input_value() == "-1"
-        bit = page.locator("tr[data-format='bf16'] button[data-bit='6']")  # top mantissa bit, by keyboard
+        bit = page.locator(
+            "tr[data-format='bf16'] button[data-bit='6']"
+        )  # top mantissa bit, by keyboard
         bit.focus()
         page.keyboard.press("Enter")
         assert row_value(page, "bf16") == "-1.5"
         value.fill("500")
         assert row_value(page, "e4m3") == "NaN" and row_value(page, "e5m2") == "512"
-        scale = page.locator("[data-llmb-widget='float-explorer'] input.llmb-input").nth(1)
+        scale = page.locator(
+            "[data-llmb-widget='float-explorer'] input.llmb-input"
+        ).nth(1)
         value.fill("0.3")
         scale.fill("1")
-        assert page.locator("tr[data-quantizer='nf4'] td.llmb-code").inner_text() == "11"
-        assert page.locator("tr[data-quantizer='absmax int8'] td.llmb-code").inner_text() == "38"
-        finish(v, shots / f"float-explorer-{'desktop' if viewport is DESKTOP else 'phone'}.png")
+        assert (
+            page.locator("tr[data-quantizer='nf4'] td.llmb-code").inner_text() == "11"
+        )
+        assert (
+            page.locator("tr[data-quantizer='absmax int8'] td.llmb-code").inner_text()
+            == "38"
+        )
+        finish(
+            v,
+            shots
+            / f"float-explorer-{'desktop' if viewport is DESKTOP else 'phone'}.png",
+        )
 
 
 def test_float_explorer_is_in_the_floating_point_chapter(site, browser):
     with Visit(browser, f"{site}/book/01_floating_point.html") as v:
-        assert v.page.locator("[data-llmb-widget='float-explorer'] tr[data-format='e5m2']").count() == 1
+        assert (
+            v.page.locator(
+                "[data-llmb-widget='float-explorer'] tr[data-format='e5m2']"
+            ).count()
+            == 1
+        )
         assert v.page.locator("a[href$='float_explorer.html']").count() >= 1
 
 
 def test_widget_arithmetic_in_the_browser_matches_python(site, browser):
     """The same checks as tests/js/widgets.test.cjs, run by Chromium's JavaScript engine."""
     with Visit(browser, f"{site}/book/float_explorer.html") as v:
-        failures = v.page.evaluate("""(V) => {
+        failures = v.page.evaluate(
+            """(V) => {
           const W = window.LLMBookWidgets; const out = [];
           const num = (x) => x === "nan" ? NaN : x === "inf" ? Infinity : x === "-inf" ? -Infinity : x;
           for (const row of V.floats) for (const [k, want] of Object.entries(row.formats)) {
@@ -232,7 +371,9 @@ def test_widget_arithmetic_in_the_browser_matches_python(site, browser):
             for (const [k, b] of Object.entries(r.parts)) if (got[k] !== b) out.push(`${r.name} ${k}`);
           }
           return out;
-        }""", VECTORS)
+        }""",
+            VECTORS,
+        )
         assert failures == []
 
 
@@ -246,12 +387,23 @@ def test_memory_calculator_by_choosing_and_typing(site, browser, shots, viewport
         calc.locator("input[data-field='double_quant']").check()
         calc.locator("input[data-field='batch']").fill("4")
         calc.locator("input[data-field='context']").fill("513")
-        want = next(r for r in VECTORS["memory"] if r["name"] == "Llama-2-7B" and r["options"]["recipe"] == "inference"
-                    and r["options"].get("quantization") == "nf4" and r["options"].get("double_quant")
-                    and r["options"]["dtype"] == "bfloat16" and r["options"]["batch"] == 4)
+        want = next(
+            r
+            for r in VECTORS["memory"]
+            if r["name"] == "Llama-2-7B"
+            and r["options"]["recipe"] == "inference"
+            and r["options"].get("quantization") == "nf4"
+            and r["options"].get("double_quant")
+            and r["options"]["dtype"] == "bfloat16"
+            and r["options"]["batch"] == 4
+        )
         total = int(calc.locator("p.llmb-total").get_attribute("data-total-bytes"))
         assert total == sum(want["parts"].values())
-        weights = calc.locator("tr[data-part='weights'] td.llmb-bytes").inner_text().replace(",", "")
+        weights = (
+            calc.locator("tr[data-part='weights'] td.llmb-bytes")
+            .inner_text()
+            .replace(",", "")
+        )
         assert int(weights) == want["parts"]["weights"]
         assert calc.locator("svg.llmb-bar rect[data-part]").count() == 3
         # typing a shape switches to "custom"; a bad shape gives a message, not a crash
@@ -261,9 +413,18 @@ def test_memory_calculator_by_choosing_and_typing(site, browser, shots, viewport
         calc.locator("select[id$='-preset']").select_option("Llama-2-70B")
         calc.locator("select[data-field='recipe']").select_option("full")
         assert "none" in calc.locator("p.llmb-fits").inner_text()
-        finish(v, shots / f"memory-calculator-{'desktop' if viewport is DESKTOP else 'phone'}.png")
+        finish(
+            v,
+            shots
+            / f"memory-calculator-{'desktop' if viewport is DESKTOP else 'phone'}.png",
+        )
 
 
 def test_memory_calculator_is_in_the_model_memory_chapter(site, browser):
     with Visit(browser, f"{site}/book/02_model_memory.html") as v:
-        assert v.page.locator("[data-llmb-widget='memory-calculator'] p.llmb-total").count() == 1
+        assert (
+            v.page.locator(
+                "[data-llmb-widget='memory-calculator'] p.llmb-total"
+            ).count()
+            == 1
+        )

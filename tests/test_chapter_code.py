@@ -1,39 +1,22 @@
 """The mechanisms the chapters teach are written on their pages; test that code itself.
 
-Functions are taken from the committed notebooks by name (via the AST), so a test fails
-when the page's code changes behaviour, and the page needs no import from the package.
+The definitions come from the pages' ``# @save`` cells, which scripts/sync_notebooks.py
+writes into ``llmbook.pages`` (a test fails while that module is stale), so a test fails
+when the page's code changes behaviour.
 """
 
 from __future__ import annotations
 
-import ast
 import math
 
 import pytest
 import torch
 
-from conftest import ROOT, load_notebook
-
-
-def page_functions(notebook: str, *names: str, **context) -> dict:
-    """Execute the named top-level function definitions of a chapter; return them.
-
-    ``context`` supplies the page's globals that the definitions use (constants, modules).
-    """
-    source = "\n".join("".join(c["source"]) for c in load_notebook(ROOT / "book" / notebook)["cells"]
-                       if c["cell_type"] == "code")
-    tree = ast.parse(source)
-    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names]
-    assert {d.name for d in defs} == set(names), f"missing on the page: {set(names) - {d.name for d in defs}}"
-    namespace = {"torch": torch, "math": math, **context}
-    exec(compile(ast.Module(body=defs, type_ignores=[]), notebook, "exec"), namespace)
-    return {name: namespace[name] for name in names}
-
+from llmbook.pages import ch01, ch03, ch04, ch07
 
 # --- chapter 3: quantizers -------------------------------------------------------------
 
-Q = page_functions("03_quantization_basics.ipynb", "quantize_absmax", "dequantize_absmax", "quantize_zeropoint",
-                   "dequantize_zeropoint", "sqnr_db")
+Q = vars(ch03)
 
 
 def test_absmax_reproduces_the_notes_example():
@@ -41,7 +24,13 @@ def test_absmax_reproduces_the_notes_example():
     assert round(1 / scale.item(), 4) == 34.3243
     assert codes.tolist() == [72, 106, 86, 127, 113]
     restored = Q["dequantize_absmax"](codes, scale)
-    assert [round(v, 4) for v in restored.tolist()] == [2.0976, 3.0882, 2.5055, 3.7, 3.2921]
+    assert [round(v, 4) for v in restored.tolist()] == [
+        2.0976,
+        3.0882,
+        2.5055,
+        3.7,
+        3.2921,
+    ]
 
 
 def test_absmax_hand_case_4_bit():
@@ -53,7 +42,9 @@ def test_absmax_hand_case_4_bit():
 
 
 def test_zeropoint_hand_cases():
-    codes, scale, zp = Q["quantize_zeropoint"](torch.tensor([0.0, 1.0, 2.0, 3.0]), bits=2)
+    codes, scale, zp = Q["quantize_zeropoint"](
+        torch.tensor([0.0, 1.0, 2.0, 3.0]), bits=2
+    )
     assert scale.item() == 1.0 and zp.item() == -2 and codes.tolist() == [-2, -1, 0, 1]
     x = torch.tensor([-1.0, 0.0, 1.0, 2.0])
     codes, scale, zp = Q["quantize_zeropoint"](x)
@@ -72,7 +63,9 @@ DATA = {
     "skewed": lambda g: torch.nn.functional.gelu(torch.randn(64, 96, generator=g)),
     "positive": lambda g: torch.rand(64, 96, generator=g) + 1,
     "negative": lambda g: -torch.rand(64, 96, generator=g) * 5,
-    "outlier": lambda g: torch.randn(64, 96, generator=g).index_put_((torch.tensor([3]), torch.tensor([7])), torch.tensor(80.0)),
+    "outlier": lambda g: torch.randn(64, 96, generator=g).index_put_(
+        (torch.tensor([3]), torch.tensor([7])), torch.tensor(80.0)
+    ),
     "constant": lambda g: torch.full((64, 96), 0.25),
     "zeros": lambda g: torch.zeros(64, 96),
 }
@@ -90,7 +83,9 @@ def test_round_trip_is_within_half_a_step(data, bits, axis):
     assert (err <= scale / 2 * (1 + 1e-5) + 1e-7).all()
     codes, scale, zp = Q["quantize_zeropoint"](x, bits, axis)
     assert codes.min() >= -(2 ** (bits - 1)) and codes.max() <= qmax
-    assert ((zp >= -(2 ** (bits - 1))) & (zp <= qmax)).all(), "the zero point fits the integer type"
+    assert ((zp >= -(2 ** (bits - 1))) & (zp <= qmax)).all(), (
+        "the zero point fits the integer type"
+    )
     err = (Q["dequantize_zeropoint"](codes, scale, zp) - x).abs()
     assert (err <= scale / 2 * (1 + 1e-5) + 1e-7).all()
 
@@ -102,19 +97,19 @@ def test_sqnr_of_a_known_noise_level():
 
 # --- chapter 1: bits and rounding ------------------------------------------------------
 
-F = page_functions("01_floating_point.ipynb", "to_bits", "decode", "round_mantissa",
-                   "fp32_to_bf16_round_nearest_even", "fp32_to_bf16_truncate")
-F["INT_OF_SIZE"] = {4: torch.int32, 2: torch.int16, 1: torch.uint8}
-F["to_bits"].__globals__["INT_OF_SIZE"] = F["INT_OF_SIZE"]
+F = vars(ch01)
 
 
-@pytest.mark.parametrize("bits, e, m, value", [
-    ("0" + "01111111" + "0" * 23, 8, 23, 1.0),
-    ("1" + "10000000" + "1" + "0" * 22, 8, 23, -3.0),
-    ("0" + "00000" + "0000000001", 5, 10, 2.0**-24),  # smallest fp16 subnormal
-    ("0" + "11110" + "1111111111", 5, 10, 65504.0),  # largest fp16
-    ("0" + "11111" + "0000000000", 5, 10, math.inf),
-])
+@pytest.mark.parametrize(
+    "bits, e, m, value",
+    [
+        ("0" + "01111111" + "0" * 23, 8, 23, 1.0),
+        ("1" + "10000000" + "1" + "0" * 22, 8, 23, -3.0),
+        ("0" + "00000" + "0000000001", 5, 10, 2.0**-24),  # smallest fp16 subnormal
+        ("0" + "11110" + "1111111111", 5, 10, 65504.0),  # largest fp16
+        ("0" + "11111" + "0000000000", 5, 10, math.inf),
+    ],
+)
 def test_decode_known_bit_patterns(bits, e, m, value):
     assert F["decode"](bits, e, m) == value
 
@@ -131,8 +126,14 @@ def test_to_bits_matches_the_ieee_layout():
 
 def test_hand_written_rounding_matches_torch():
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(200_000, generator=g) * torch.exp(torch.randn(200_000, generator=g) * 5)
-    ties = (torch.randint(-2**15, 2**15, (1000,), generator=g) * 2**16 + 2**15).to(torch.int32).view(torch.float32)
+    x = torch.randn(200_000, generator=g) * torch.exp(
+        torch.randn(200_000, generator=g) * 5
+    )
+    ties = (
+        (torch.randint(-(2**15), 2**15, (1000,), generator=g) * 2**16 + 2**15)
+        .to(torch.int32)
+        .view(torch.float32)
+    )
     x = torch.cat([x, ties[torch.isfinite(ties)]])
     ours = F["fp32_to_bf16_round_nearest_even"](x).view(torch.int16)
     assert torch.equal(ours, x.to(torch.bfloat16).view(torch.int16))
@@ -144,8 +145,7 @@ def test_hand_written_rounding_matches_torch():
 # --- chapter 4: LLM.int8() and NF4 ------------------------------------------------------
 
 bnb = pytest.importorskip("bitsandbytes")
-L = page_functions("04_llm_int8_nf4.ipynb", "llm_int8_matmul", "bnb_linear8bit", "nf4_code_book", "quantize_nf4",
-                   "dequantize_nf4", THRESHOLD=6.0, bnb=bnb)
+L = vars(ch04)
 
 
 def test_llm_int8_by_hand():
@@ -154,7 +154,9 @@ def test_llm_int8_by_hand():
     W = torch.tensor([[1.0, -1.0], [-4.0, 4.0]]).half()
     assert L["llm_int8_matmul"](X, W).tolist() == [[2.0, -8.0], [0.0, 0.0]]
     # 0.5 of a row with absmax 1 is 63.5 steps: rounds to the even 64
-    Y = L["llm_int8_matmul"](torch.tensor([[1.0, 0.5]]).half(), torch.tensor([[1.0, 1.0]]).half())
+    Y = L["llm_int8_matmul"](
+        torch.tensor([[1.0, 0.5]]).half(), torch.tensor([[1.0, 1.0]]).half()
+    )
     assert Y.item() == torch.tensor((127 * 127 + 64 * 127) / 127**2).half().item()
 
 
@@ -166,7 +168,10 @@ def test_llm_int8_sends_outlier_columns_through_fp16():
     reference = X @ W.T
     Y = L["llm_int8_matmul"](X.half(), W.half())
     plain = L["llm_int8_matmul"](X.half(), W.half(), threshold=float("inf"))
-    err = lambda y: ((y.float() - reference).norm() / reference.norm()).item()
+
+    def err(y):
+        return ((y.float() - reference).norm() / reference.norm()).item()
+
     assert err(Y) < err(plain) / 3
 
 
@@ -184,7 +189,10 @@ def test_llm_int8_matches_bitsandbytes(seed):
         theirs = L["bnb_linear8bit"](W.half())(X.half()).float()
     cols = (X.half().abs() >= 6).any(0)
     outlier_part = X[:, cols] @ W[:, cols].T
-    step = torch.finfo(torch.float16).eps * (2 * theirs.abs() + outlier_part.abs()) + 2**-24
+    step = (
+        torch.finfo(torch.float16).eps * (2 * theirs.abs() + outlier_part.abs())
+        + 2**-24
+    )
     assert ((ours - theirs).abs() <= step).all()
 
 
@@ -193,7 +201,12 @@ def test_nf4_code_book_matches_bitsandbytes_and_is_symmetric_enough():
 
     book = L["nf4_code_book"]()
     assert torch.allclose(book, bnbF.get_4bit_type("nf4", device="cpu"), atol=1e-6)
-    assert book.numel() == 16 and book[0] == -1 and book[-1] == 1 and (book == 0).sum() == 1
+    assert (
+        book.numel() == 16
+        and book[0] == -1
+        and book[-1] == 1
+        and (book == 0).sum() == 1
+    )
     assert (book[1:] > book[:-1]).all()
 
 
@@ -204,45 +217,41 @@ def test_nf4_round_trip_picks_the_nearest_code():
     back = L["dequantize_nf4"](codes, absmax, W.shape)
     book = L["nf4_code_book"]()
     gaps = (book[1:] - book[:-1]).max()
-    assert ((W - back).abs() <= gaps / 2 * absmax.repeat_interleave(1, 0).max() + 1e-6).all()
+    assert (
+        (W - back).abs() <= gaps / 2 * absmax.repeat_interleave(1, 0).max() + 1e-6
+    ).all()
     # the block's largest magnitude is exact (it maps to +-1)
     blocks, back_blocks = W.reshape(-1, 64), back.reshape(-1, 64)
     i = blocks.abs().argmax(dim=1)
-    assert torch.allclose(back_blocks.gather(1, i[:, None]), blocks.gather(1, i[:, None]))
+    assert torch.allclose(
+        back_blocks.gather(1, i[:, None]), blocks.gather(1, i[:, None])
+    )
 
 
 # --- chapter 6: bytes saved for backward -----------------------------------------------
 
-S = page_functions("07_checkpointing_fp16_logits.ipynb", "saved_for_backward")["saved_for_backward"]
+S = ch07.saved_for_backward
 
 
 def test_saved_for_backward_hand_cases():
     torch.manual_seed(0)
-    mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)
+    )
     assert S(mlp, lambda: mlp(torch.randn(3, 4)).sum())[0] == 3 * (4 + 8) * 4
     # a product of two tensors that need gradients saves both; parameters are not counted
     a, b = torch.randn(5, requires_grad=True), torch.randn(5, requires_grad=True)
     assert S(torch.nn.Module(), lambda: (a * b).sum())[0] == 2 * 5 * 4
     layer = torch.nn.Linear(6, 6, bias=False)
-    assert S(layer, lambda: layer(torch.randn(2, 6, dtype=torch.float32)).sum())[0] == 2 * 6 * 4
+    assert (
+        S(layer, lambda: layer(torch.randn(2, 6, dtype=torch.float32)).sum())[0]
+        == 2 * 6 * 4
+    )
 
 
 def test_saved_for_backward_counts_shared_storage_once():
     x = torch.randn(10, requires_grad=True)
-    nbytes, _ = S(torch.nn.Module(), lambda: (x * x).sum())  # x saved twice, one storage
+    nbytes, _ = S(
+        torch.nn.Module(), lambda: (x * x).sum()
+    )  # x saved twice, one storage
     assert nbytes == 10 * 4
-
-
-def test_model_memory_page_formulas_are_the_packages():
-    """Chapter 2 derives the KV cache and activation formulas on its page; the memory
-    calculator and llmbook.memory.breakdown use the package's copies. They must agree."""
-    from transformers import LlamaConfig
-
-    from llmbook import memory
-
-    page = page_functions("02_model_memory.ipynb", "kv_cache_bytes", "prefill_activations")
-    for name, cfg in memory.PRESETS.items():
-        c = LlamaConfig(**cfg)
-        for batch, seq in ((1, 2048), (4, 513)):
-            assert page["kv_cache_bytes"](c, batch, seq) == memory.kv_cache_bytes(c, batch, seq), name
-            assert page["prefill_activations"](c, batch, seq) == memory.prefill_activation_bytes(c, batch, seq), name

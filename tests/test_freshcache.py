@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, run_jb, scratch_notebook
 
 EXT = ROOT / "book" / "_ext"
@@ -101,7 +100,9 @@ def test_the_extension_is_loaded_and_fingerprints_the_reported_packages():
     from llmbook.env import REPORTED_PACKAGES
 
     assert tuple(freshcache.DEFAULT_PACKAGES) == tuple(REPORTED_PACKAGES)
-    files = {p.as_posix() for p in freshcache.matched_files(ROOT, freshcache.DEFAULT_GLOBS)}
+    files = {
+        p.as_posix() for p in freshcache.matched_files(ROOT, freshcache.DEFAULT_GLOBS)
+    }
     assert {"requirements.txt", "llmbook/env.py", "llmbook/data/sentences.txt"} <= files
 
 
@@ -132,7 +133,10 @@ def test_a_changed_library_or_requirements_reexecutes_every_chapter(scratch):
     log = build(src, out)
     assert executed(log) == {"alpha", "beta"}
     assert shown(out, "alpha") == shown(out, "beta") == "lib-v2 pin==2.0"
-    assert "llmbook: requirements.txt changed since the cached outputs were computed" in log
+    assert (
+        "llmbook: requirements.txt changed since the cached outputs were computed"
+        in log
+    )
 
     # a cache whose provenance is unknown (no fingerprint file) is not trusted
     (out / "_build" / ".jupyter_cache" / "freshcache.json").unlink()

@@ -15,7 +15,6 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlparse
 
 import pytest
-
 from conftest import toc_files
 
 pytestmark = pytest.mark.build
@@ -55,7 +54,11 @@ def site(built_book):
     if built_book.returncode != 0:
         pytest.fail("the book did not build")
     html = built_book.html
-    pages = {p: parse(p) for p in html.rglob("*.html") if "_static" not in p.parts and "_sources" not in p.parts}
+    pages = {
+        p: parse(p)
+        for p in html.rglob("*.html")
+        if "_static" not in p.parts and "_sources" not in p.parts
+    }
     return html, pages
 
 
@@ -79,19 +82,28 @@ def test_no_broken_internal_links_or_anchors(site, built_book):
             elif fragment and dest.suffix == ".html":
                 ids = pages[dest].ids if dest in pages else parse(dest).ids
                 if unquote(fragment) not in ids:
-                    broken.append(f"{path.relative_to(html)}: {href} (no anchor #{fragment})")
-    (built_book.output / "external_links.txt").write_text("\n".join(sorted(external)) + "\n")
+                    broken.append(
+                        f"{path.relative_to(html)}: {href} (no anchor #{fragment})"
+                    )
+    (built_book.output / "external_links.txt").write_text(
+        "\n".join(sorted(external)) + "\n"
+    )
     assert broken == [], broken[:20]
 
 
-@pytest.mark.skipif(not os.environ.get("LLMBOOK_CHECK_EXTERNAL"), reason="external links are checked only with a network")
+@pytest.mark.skipif(
+    not os.environ.get("LLMBOOK_CHECK_EXTERNAL"),
+    reason="external links are checked only with a network",
+)
 def test_external_links_answer(site, built_book):
     bad = []
     for url in (built_book.output / "external_links.txt").read_text().split():
         if "colab.research.google.com" in url or "mybinder.org" in url:
             continue  # launch links are checked against the repository in test_site
         try:
-            req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "llmbook-linkcheck"})
+            req = urllib.request.Request(
+                url, method="HEAD", headers={"User-Agent": "llmbook-linkcheck"}
+            )
             with urllib.request.urlopen(req, timeout=15) as r:
                 if r.status >= 400:
                     bad.append(f"{url} ({r.status})")
@@ -115,10 +127,21 @@ def test_page_weight_is_reported_and_sensible(site, built_book):
                 assets[str(f.relative_to(html))] = f.stat().st_size
         images = {k: v for k, v in assets.items() if k.startswith("_images/")}
         total = path.stat().st_size + sum(assets.values())
-        report[entry] = {"html_bytes": path.stat().st_size, "asset_bytes": sum(assets.values()),
-                         "images": len(images), "image_bytes": sum(images.values()), "total_bytes": total}
+        report[entry] = {
+            "html_bytes": path.stat().st_size,
+            "asset_bytes": sum(assets.values()),
+            "images": len(images),
+            "image_bytes": sum(images.values()),
+            "total_bytes": total,
+        }
         for name, size in images.items():
-            assert size <= MAX_FIGURE_BYTES, f"{entry}: {name} is {size:,} bytes; save a smaller PNG or an SVG"
-        assert total <= MAX_PAGE_BYTES, f"{entry} weighs {total:,} bytes with its assets"
-    (built_book.output / "page_weight.json").write_text(json.dumps(report, indent=1) + "\n")
+            assert size <= MAX_FIGURE_BYTES, (
+                f"{entry}: {name} is {size:,} bytes; save a smaller PNG or an SVG"
+            )
+        assert total <= MAX_PAGE_BYTES, (
+            f"{entry} weighs {total:,} bytes with its assets"
+        )
+    (built_book.output / "page_weight.json").write_text(
+        json.dumps(report, indent=1) + "\n"
+    )
     assert set(report) == set(toc_files())

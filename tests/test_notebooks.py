@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import json
 import re
 import subprocess
 import sys
@@ -11,15 +10,16 @@ import types
 
 import pytest
 import yaml
+from conftest import ROOT, chapter_notebooks, load_notebook, toc_files
 from packaging.requirements import Requirement
 
-from conftest import ROOT, chapter_notebooks, load_notebook, toc_files
-
 NOTEBOOKS = chapter_notebooks()
-ALLOWED_NB_METADATA = {"kernelspec", "language_info", "accelerator", "colab"}
+ALLOWED_NB_METADATA = {"kernelspec", "language_info", "accelerator", "colab", "llmbook"}
 ALLOWED_CELL_METADATA = {"tags", "mystnb"}
 # A typed measurement in prose: a number with a unit, not inside a glue role or code.
-TYPED_FIGURE = re.compile(r"(?<![\w.{`])\d+(?:\.\d+)?\s?(?:GB|GiB|MB|MiB|KB|KiB|ms|tokens/s|it/s|%|x faster|× faster)(?!\w)")
+TYPED_FIGURE = re.compile(
+    r"(?<![\w.{`])\d+(?:\.\d+)?\s?(?:GB|GiB|MB|MiB|KB|KiB|ms|tokens/s|it/s|%|x faster|× faster)(?!\w)"
+)
 
 
 def pinned_requirements() -> dict[str, str]:
@@ -49,18 +49,29 @@ def test_there_are_chapters():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_committed_clean(path):
     nb = load_notebook(path)
-    assert set(nb["metadata"]) <= ALLOWED_NB_METADATA, f"unstable notebook metadata: {set(nb['metadata']) - ALLOWED_NB_METADATA}"
+    assert set(nb["metadata"]) <= ALLOWED_NB_METADATA, (
+        f"unstable notebook metadata: {set(nb['metadata']) - ALLOWED_NB_METADATA}"
+    )
     ids = [c.get("id") for c in nb["cells"]]
     assert len(set(ids)) == len(ids) and all(ids), "cell ids must be present and unique"
     for i, cell in enumerate(nb["cells"]):
-        assert set(cell.get("metadata", {})) <= ALLOWED_CELL_METADATA, f"cell {i}: unstable metadata"
+        assert set(cell.get("metadata", {})) <= ALLOWED_CELL_METADATA, (
+            f"cell {i}: unstable metadata"
+        )
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [], f"cell {i} carries outputs"
-            assert cell["execution_count"] is None, f"cell {i} carries an execution count"
+            assert cell["execution_count"] is None, (
+                f"cell {i} carries an execution count"
+            )
 
 
 def test_sync_script_finds_nothing_to_change():
-    result = subprocess.run([sys.executable, "scripts/sync_notebooks.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "scripts/sync_notebooks.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -75,9 +86,13 @@ def test_every_chapter_is_in_the_toc_and_every_toc_entry_exists():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_chapter_name_and_title(path):
-    assert re.fullmatch(r"\d{2}_[a-z0-9]+(_[a-z0-9]+)*", path.stem), "chapters are NN_snake_slug.ipynb"
+    assert re.fullmatch(r"\d{2}_[a-z0-9]+(_[a-z0-9]+)*", path.stem), (
+        "chapters are NN_snake_slug.ipynb"
+    )
     first = load_notebook(path)["cells"][0]
-    assert first["cell_type"] == "markdown" and source(first).startswith("# "), "a chapter opens with its title"
+    assert first["cell_type"] == "markdown" and source(first).startswith("# "), (
+        "a chapter opens with its title"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -85,7 +100,9 @@ def test_no_typed_measurements_in_prose(path):
     for i, cell in enumerate(load_notebook(path)["cells"]):
         if cell["cell_type"] != "markdown":
             continue
-        text = re.sub(r"`[^`]*`", "", source(cell))  # roles and inline code are not prose
+        text = re.sub(
+            r"`[^`]*`", "", source(cell)
+        )  # roles and inline code are not prose
         found = TYPED_FIGURE.findall(text)
         assert not found, f"cell {i}: typed figure(s) {found}: glue them from the run"
 
@@ -93,22 +110,33 @@ def test_no_typed_measurements_in_prose(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_chapter_ends_with_its_environment(path):
     last = [c for c in load_notebook(path)["cells"] if c["cell_type"] == "code"][-1]
-    assert 'glue("env_summary"' in source(last), "the last cell glues env_summary for the build report"
+    assert 'glue("env_summary"' in source(last), (
+        "the last cell glues env_summary for the build report"
+    )
 
 
 # --- Colab --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_install_cell_is_colab_only_hidden_and_never_installs_torch(path):
     cell = install_cell(load_notebook(path))
     code = source(cell)
-    assert "remove-cell" in cell["metadata"].get("tags", []), "the install cell is hidden in the site"
+    assert "remove-cell" in cell["metadata"].get("tags", []), (
+        "the install cell is hidden in the site"
+    )
     assert 'if "google.colab" in sys.modules:' in code
-    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
-    assert f'REPO_URL = "{repo}"' in code, "run scripts/sync_notebooks.py: the URL must match _config.yml"
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"][
+        "url"
+    ].rstrip("/")
+    assert f'REPO_URL = "{repo}"' in code, (
+        "run scripts/sync_notebooks.py: the URL must match _config.yml"
+    )
     specs = colab_install_specs(code)
     assert specs, "the install cell installs nothing"
-    assert not any(Requirement(s).name == "torch" for s in specs if "@" not in s), "never install torch in Colab"
+    assert not any(Requirement(s).name == "torch" for s in specs if "@" not in s), (
+        "never install torch in Colab"
+    )
 
 
 def colab_install_specs(code: str, monkeypatch=None) -> list[str]:
@@ -142,17 +170,29 @@ def test_install_cell_bounds_admit_the_pinned_versions(path):
             assert req.name == "llmbook"
             continue
         name = req.name.lower().replace("_", "-")
-        assert name in pins, f"{name} is installed in Colab but not pinned in requirements.txt"
-        assert req.specifier.contains(pins[name]), f"{spec} excludes the pinned {name}=={pins[name]}"
+        assert name in pins, (
+            f"{name} is installed in Colab but not pinned in requirements.txt"
+        )
+        assert req.specifier.contains(pins[name]), (
+            f"{spec} excludes the pinned {name}=={pins[name]}"
+        )
         assert req.specifier, f"{spec}: give version bounds"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_install_cell_does_nothing_outside_colab(path):
     code = source(install_cell(load_notebook(path)))
-    result = subprocess.run([sys.executable, "-c", "import subprocess\n"
-                             "subprocess.run = lambda *a, **k: (_ for _ in ()).throw(SystemExit('pip was called'))\n"
-                             + code], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess\n"
+            "subprocess.run = lambda *a, **k: (_ for _ in ()).throw(SystemExit('pip was called'))\n"
+            + code,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -168,22 +208,45 @@ def test_package_dependencies_admit_the_pinned_versions():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_gpu_request_is_well_formed(path):
+def test_chapter_declares_its_needs_and_whether_a_gpu_helps(path):
+    """The install cell and Colab's runtime type come from these (sync_notebooks.py)."""
+    declared = load_notebook(path)["metadata"].get("llmbook", {})
+    assert isinstance(declared.get("needs"), list), "declare metadata llmbook.needs"
+    assert isinstance(declared.get("gpu"), bool), "declare metadata llmbook.gpu"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_gpu_request_follows_the_declaration(path):
     meta = load_notebook(path)["metadata"]
-    if "accelerator" in meta:
-        assert meta["accelerator"] == "GPU" and meta.get("colab", {}).get("gpuType")
+    if meta.get("llmbook", {}).get("gpu"):
+        assert meta["accelerator"] == "GPU" and meta["colab"]["gpuType"]
+    else:
+        assert "accelerator" not in meta and "gpuType" not in meta.get("colab", {})
+
+
+def test_some_chapters_ask_colab_for_a_gpu():
+    """Else the two tests above would check nothing about the GPU request."""
+    asks = [p for p in NOTEBOOKS if load_notebook(p)["metadata"].get("accelerator")]
+    assert asks, "no chapter asks Colab for a GPU"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_code_cells_parse(path):
     for i, cell in enumerate(load_notebook(path)["cells"]):
-        if cell["cell_type"] == "code" and not source(cell).lstrip().startswith(("%", "!")):
+        if cell["cell_type"] == "code" and not source(cell).lstrip().startswith(
+            ("%", "!")
+        ):
             ast.parse(source(cell), filename=f"{path.name} cell {i}")
 
 
 def test_typed_figure_detector_catches_pasted_numbers():
-    assert TYPED_FIGURE.findall("chatglm-6b needs 12.6 GB, about 40% more") == ["12.6 GB", "40%"]
-    assert not TYPED_FIGURE.findall("it needs {glue:text}`size_gb` GB and fp16 has 10 mantissa bits")
+    assert TYPED_FIGURE.findall("chatglm-6b needs 12.6 GB, about 40% more") == [
+        "12.6 GB",
+        "40%",
+    ]
+    assert not TYPED_FIGURE.findall(
+        "it needs {glue:text}`size_gb` GB and fp16 has 10 mantissa bits"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -191,9 +254,15 @@ def test_chapters_do_not_need_the_book_toolchain_to_run(path):
     """Colab has no myst-nb: chapters glue through llmbook.notebook.glue, which falls back."""
     for i, cell in enumerate(load_notebook(path)["cells"]):
         if cell["cell_type"] == "code":
-            assert not re.search(r"^\s*(from|import) (myst_nb|jupyter_book|sphinx)", source(cell), flags=re.M), f"cell {i}"
+            assert not re.search(
+                r"^\s*(from|import) (myst_nb|jupyter_book|sphinx)",
+                source(cell),
+                flags=re.M,
+            ), f"cell {i}"
 
 
 def test_toc_lists_chapters_in_slug_order():
     chapters = [entry for entry in toc_files() if re.fullmatch(r"book/\d{2}_.*", entry)]
-    assert chapters == sorted(chapters), "number chapters in reading order (NN_ prefixes sort like the toc)"
+    assert chapters == sorted(chapters), (
+        "number chapters in reading order (NN_ prefixes sort like the toc)"
+    )

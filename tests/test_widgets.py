@@ -4,26 +4,36 @@ their data and test vectors (scripts/make_widget_data.py)."""
 from __future__ import annotations
 
 import json
-import re
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 
 def test_widget_data_is_generated_from_the_current_python():
-    proc = subprocess.run([sys.executable, "scripts/make_widget_data.py", "--check"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "scripts/make_widget_data.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 VECTORS = ROOT / "tests" / "js" / "vectors.json"
-CANONICAL_NAN = {"fp32": 0x7FC00000, "fp16": 0x7E00, "bf16": 0x7FC0, "e4m3": 0x7F, "e5m2": 0x7E}
+CANONICAL_NAN = {
+    "fp32": 0x7FC00000,
+    "fp16": 0x7E00,
+    "bf16": 0x7FC0,
+    "e4m3": 0x7F,
+    "e5m2": 0x7E,
+}
 
 
 def _node():
@@ -50,18 +60,43 @@ def test_widget_vectors_do_not_depend_on_the_cpu_path():
     # lacks is an error or a warning)
     dispatched = [f for f in umath.__cpu_dispatch__ if umath.__cpu_features__.get(f)]
     committed = json.loads(VECTORS.read_text())
-    committed = {k: committed[k] for k in ("generated_by", "floats", "quantizers")}  # integer sections left out
+    committed = {
+        k: committed[k] for k in ("generated_by", "floats", "quantizers")
+    }  # integer sections left out
     want = json.dumps(committed, indent=0) + "\n"
-    code = ("import sys; sys.path.insert(0, 'scripts'); import make_widget_data as m; "
-            "sys.stdout.write(m.vectors_json(('floats', 'quantizers')))")
-    runs = {"NumPy without its widest SIMD targets": {"NPY_DISABLE_CPU_FEATURES": " ".join(dispatched[1:])},
-            "NumPy and torch on baseline code only": {"NPY_DISABLE_CPU_FEATURES": " ".join(dispatched),
-                                                      "ATEN_CPU_CAPABILITY": "default"}}
+    code = (
+        "import sys; sys.path.insert(0, 'scripts'); import make_widget_data as m; "
+        "sys.stdout.write(m.vectors_json(('floats', 'quantizers')))"
+    )
+    runs = {
+        "NumPy without its widest SIMD targets": {
+            "NPY_DISABLE_CPU_FEATURES": " ".join(dispatched[1:])
+        },
+        "NumPy and torch on baseline code only": {
+            "NPY_DISABLE_CPU_FEATURES": " ".join(dispatched),
+            "ATEN_CPU_CAPABILITY": "default",
+        },
+    }
     for name, env in runs.items():
-        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                              env={**{k: v for k, v in os.environ.items() if k != "NPY_ENABLE_CPU_FEATURES"}, **env})
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={
+                **{
+                    k: v
+                    for k, v in os.environ.items()
+                    if k != "NPY_ENABLE_CPU_FEATURES"
+                },
+                **env,
+            },
+        )
         assert proc.returncode == 0, f"{name}: {proc.stderr[-3000:]}"
-        assert proc.stdout == want, f"{name} ({env}) writes other vectors than this machine's default paths"
+        assert proc.stdout == want, (
+            f"{name} ({env}) writes other vectors than this machine's default paths"
+        )
 
 
 def test_widget_vectors_follow_the_signed_zero_and_nan_rules():
@@ -74,7 +109,9 @@ def test_widget_vectors_follow_the_signed_zero_and_nan_rules():
         for key, f in row["formats"].items():
             where = f"{key} x={row['x']} ({f['bits']:#x})"
             if row["x"] == "nan" and f["bits"] != CANONICAL_NAN[key]:
-                failures.append(f"{where}: NaN stored as {f['bits']:#x}, not {CANONICAL_NAN[key]:#x}")
+                failures.append(
+                    f"{where}: NaN stored as {f['bits']:#x}, not {CANONICAL_NAN[key]:#x}"
+                )
             v = f["value"]
             if isinstance(v, str):
                 if (f["below"], f["above"]) != (None, None):
@@ -82,11 +119,15 @@ def test_widget_vectors_follow_the_signed_zero_and_nan_rules():
                 continue
             if v == 0:
                 if not (f["below"] < 0 < f["above"] and f["below"] == -f["above"]):
-                    failures.append(f"{where}: zero's neighbours are {f['below']}, {f['above']}")
+                    failures.append(
+                        f"{where}: zero's neighbours are {f['below']}, {f['above']}"
+                    )
                 continue
             for side in ("below", "above"):
                 if f[side] is not None and sign(f[side]) != sign(v):
-                    failures.append(f"{where}: {side} {f[side]!r} has the other sign than {v!r}")
+                    failures.append(
+                        f"{where}: {side} {f[side]!r} has the other sign than {v!r}"
+                    )
     assert failures == []
 
 
@@ -106,16 +147,30 @@ def test_javascript_neighbours_match_the_vectors_to_the_sign_of_zero():
       }
       console.log(JSON.stringify(out));
     """
-    proc = subprocess.run([_node(), "-e", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [_node(), "-e", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout) == []
 
 
 def test_javascript_agrees_with_python_in_node():
-    proc = subprocess.run([_node(), "--test", "tests/js/"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [_node(), "--test", "tests/js/"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    declared = len(re.findall(r"^test\(", (ROOT / "tests" / "js" / "widgets.test.cjs").read_text(), re.M))
-    assert "# fail 0" in proc.stdout and f"# pass {declared}" in proc.stdout  # every declared test ran and passed
+    declared = len(
+        re.findall(
+            r"^test\(", (ROOT / "tests" / "js" / "widgets.test.cjs").read_text(), re.M
+        )
+    )
+    assert (
+        "# fail 0" in proc.stdout and f"# pass {declared}" in proc.stdout
+    )  # every declared test ran and passed
 
 
 def test_widgets_ship_as_static_files_the_site_loads():
@@ -126,4 +181,6 @@ def test_widgets_ship_as_static_files_the_site_loads():
     for f in config["html_js_files"] + config["html_css_files"]:
         assert (static / f).is_file(), f
     js = (static / "widgets" / "llmbook-widgets.js").read_text()
-    assert "fetch(" not in js and "http" not in js.replace("http://www.w3.org/2000/svg", ""), "the widgets must work offline"
+    assert "fetch(" not in js and "http" not in js.replace(
+        "http://www.w3.org/2000/svg", ""
+    ), "the widgets must work offline"

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -32,7 +31,12 @@ def tool(name: str) -> str:
 
 def test_the_workflows_exist():
     names = {p.name for p in WORKFLOWS}
-    assert {"book-gpu.yml", "pr-cpu.yml", "canary-colab.yml", "canary-latest.yml"} <= names
+    assert {
+        "book-gpu.yml",
+        "pr-cpu.yml",
+        "canary-colab.yml",
+        "canary-latest.yml",
+    } <= names
 
 
 @pytest.mark.parametrize("name", ["canary-colab.yml", "canary-latest.yml"])
@@ -41,42 +45,86 @@ def test_canaries_are_scheduled_run_every_chapter_afresh_and_report(name):
     assert wf["on"]["schedule"][0]["cron"] and "workflow_dispatch" in wf["on"]
     (job,) = wf["jobs"].values()
     runs = "\n".join(s.get("run", "") for s in job["steps"])
-    assert "scripts/run_chapters_plain.py" in runs, "chapters run with no execution cache"
-    assert "jupyter_cache" not in runs and not any(s.get("uses", "").startswith("actions/cache") for s in job["steps"])
+    assert "scripts/run_chapters_plain.py" in runs, (
+        "chapters run with no execution cache"
+    )
+    assert "jupyter_cache" not in runs and not any(
+        s.get("uses", "").startswith("actions/cache") for s in job["steps"]
+    )
     assert "scripts/canary_report.py" in runs and "GITHUB_STEP_SUMMARY" in runs
     report = next(s for s in job["steps"] if "canary_report.py" in s.get("run", ""))
-    assert report.get("if") == "always()", "report even (especially) when a chapter broke"
+    assert report.get("if") == "always()", (
+        "report even (especially) when a chapter broke"
+    )
     if name == "canary-colab.yml":
-        assert job["container"]["image"].startswith("us-docker.pkg.dev/colab-images/public/runtime")
+        assert job["container"]["image"].startswith(
+            "us-docker.pkg.dev/colab-images/public/runtime"
+        )
         assert "--colab" in runs
     else:
         assert "--warnings-as-errors" in runs
-        assert all(lib in runs for lib in ("torch", "transformers", "accelerate", "bitsandbytes", "peft"))
+        assert all(
+            lib in runs
+            for lib in ("torch", "transformers", "accelerate", "bitsandbytes", "peft")
+        )
         assert "--upgrade" in runs
 
 
 def test_canary_report_names_the_broken_chapter(tmp_path):
-    summary = [{"chapter": "01_a.ipynb", "ok": True, "seconds": 3.0, "error": None},
-               {"chapter": "02_b.ipynb", "ok": False, "seconds": 5.0,
-                "error": "cell 4: Traceback...\nTypeError: load_in_8bit is gone"}]
+    summary = [
+        {"chapter": "01_a.ipynb", "ok": True, "seconds": 3.0, "error": None},
+        {
+            "chapter": "02_b.ipynb",
+            "ok": False,
+            "seconds": 5.0,
+            "error": "cell 4: Traceback...\nTypeError: load_in_8bit is gone",
+        },
+    ]
     (tmp_path / "s.json").write_text(json.dumps(summary))
-    out = subprocess.run([sys.executable, "scripts/canary_report.py", str(tmp_path / "s.json"), "Colab runtime"],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "scripts/canary_report.py",
+            str(tmp_path / "s.json"),
+            "Colab runtime",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "1 of 2 chapters ran" in out
     assert "| 02_b.ipynb | **FAILED** | 5 | TypeError: load_in_8bit is gone |" in out
-    missing = subprocess.run([sys.executable, "scripts/canary_report.py", str(tmp_path / "none.json"), "x"],
-                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    missing = subprocess.run(
+        [sys.executable, "scripts/canary_report.py", str(tmp_path / "none.json"), "x"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "No summary was written" in missing
 
 
 def test_workflows_match_the_github_schema():
-    result = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            tool("check-jsonschema"),
+            "--builtin-schema",
+            "vendor.github-workflows",
+            *map(str, WORKFLOWS),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_zizmor_finds_no_security_problem():
-    result = subprocess.run([tool("zizmor"), "--offline", str(ROOT / ".github" / "workflows")], capture_output=True, text=True)
+    result = subprocess.run(
+        [tool("zizmor"), "--offline", str(ROOT / ".github" / "workflows")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -102,28 +150,40 @@ def test_actions_are_pinned_to_commits(path):
     for job in load(path)["jobs"].values():
         for step in job.get("steps", []):
             if "uses" in step:
-                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), (
+                    step["uses"]
+                )
 
 
 def test_gpu_workflow_builds_caches_and_deploys():
     wf = load(ROOT / ".github" / "workflows" / "book-gpu.yml")
     assert "push" in wf["on"] and wf["on"]["push"]["branches"] == ["main"]
     build = wf["jobs"]["build"]
-    assert "vars.GPU_RUNNER_LABEL" in build["runs-on"], "the GPU runner label is a repository variable"
+    assert "vars.GPU_RUNNER_LABEL" in build["runs-on"], (
+        "the GPU runner label is a repository variable"
+    )
     steps = build["steps"]
     cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache"))
     key = cache["with"]["key"]
     assert cache["with"]["path"] == "_build/.jupyter_cache"
     assert "hashFiles('requirements.txt'" in key and "steps.gpu.outputs.name" in key
-    assert cache["with"]["restore-keys"].strip() in key, "restore from the same requirements and GPU"
+    assert cache["with"]["restore-keys"].strip() in key, (
+        "restore from the same requirements and GPU"
+    )
     assert any("scripts/build.sh" in s.get("run", "") for s in steps)
-    assert any(s.get("uses", "").startswith("actions/upload-pages-artifact") for s in steps)
+    assert any(
+        s.get("uses", "").startswith("actions/upload-pages-artifact") for s in steps
+    )
     deploy = wf["jobs"]["deploy"]
-    assert deploy["needs"] == "build" and deploy["environment"]["name"] == "github-pages"
+    assert (
+        deploy["needs"] == "build" and deploy["environment"]["name"] == "github-pages"
+    )
 
 
 def test_build_script_treats_warnings_as_errors():
-    assert "jb\" build . -n -W --keep-going" in (ROOT / "scripts" / "build.sh").read_text()
+    assert (
+        'jb" build . -n -W --keep-going' in (ROOT / "scripts" / "build.sh").read_text()
+    )
 
 
 def readme_commands() -> list[str]:

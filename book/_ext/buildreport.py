@@ -72,13 +72,25 @@ class BuildHost(SphinxDirective):
 
         env = detect(check_network=False)
         rows = [
-            ["device", env.device_name if env.is_gpu else f"CPU only ({env.cpu_cores} cores)"],
+            [
+                "device",
+                env.device_name if env.is_gpu else f"CPU only ({env.cpu_cores} cores)",
+            ],
             ["CPU", env.cpu_name],
-            ["CPU features", ", ".join(env.cpu_features) or "none of " + ", ".join(CPU_FEATURES)],
-            ["bitsandbytes CPU 4-bit path", env.bnb_cpu_path or "bitsandbytes not installed"],
+            [
+                "CPU features",
+                ", ".join(env.cpu_features) or "none of " + ", ".join(CPU_FEATURES),
+            ],
+            [
+                "bitsandbytes CPU 4-bit path",
+                env.bnb_cpu_path or "bitsandbytes not installed",
+            ],
             ["memory", f"{env.cpu_memory_gib:.0f} GiB"],
             ["Python", env.python],
-            *[[name, version or "not installed"] for name, version in env.versions.items()],
+            *[
+                [name, version or "not installed"]
+                for name, version in env.versions.items()
+            ],
         ]
         return [_table(["", "value"], rows)]
 
@@ -88,17 +100,39 @@ class BuildBenchmarks(SphinxDirective):
         path = Path(self.env.srcdir) / BENCHMARKS
         self.env.note_dependency(str(path))
         if not path.exists():
-            return [nodes.paragraph(text="No build benchmark has been recorded yet: run scripts/benchmark_build.py.")]
+            return [
+                nodes.paragraph(
+                    text="No build benchmark has been recorded yet: run scripts/benchmark_build.py."
+                )
+            ]
         data = json.loads(path.read_text())
-        rows = [[r["what"], f"{r['seconds']:.0f} s", f"{r['peak_rss_gib']:.2f} GiB", r["budget"]] for r in data["runs"]]
+        rows = [
+            [
+                r["what"],
+                f"{r['seconds']:.0f} s",
+                f"{r['peak_rss_gib']:.2f} GiB",
+                r["budget"],
+            ]
+            for r in data["runs"]
+        ]
         intro = nodes.paragraph(
             text=(
                 f"Measured on {data['date']} on {data['machine']} with {data['command']}; "
                 f"versions: {data['versions']}."
             )
         )
-        chapters = _table(["chapter", "execution time"], [[c["chapter"], f"{c['seconds']:.1f} s"] for c in data["chapters"]])
-        return [intro, _table(["build", "wall time", "peak memory (whole process tree)", "budget"], rows), chapters]
+        chapters = _table(
+            ["chapter", "execution time"],
+            [[c["chapter"], f"{c['seconds']:.1f} s"] for c in data["chapters"]],
+        )
+        return [
+            intro,
+            _table(
+                ["build", "wall time", "peak memory (whole process tree)", "budget"],
+                rows,
+            ),
+            chapters,
+        ]
 
 
 class DeviceBuild(SphinxDirective):
@@ -106,7 +140,11 @@ class DeviceBuild(SphinxDirective):
         path = Path(self.env.srcdir) / DEVICE_BUILD
         self.env.note_dependency(str(path))
         if not path.exists():
-            return [nodes.paragraph(text="No GPU build has been recorded yet: run scripts/device_check.sh on a GPU machine.")]
+            return [
+                nodes.paragraph(
+                    text="No GPU build has been recorded yet: run scripts/device_check.sh on a GPU machine."
+                )
+            ]
         data = json.loads(path.read_text())
         p, build = data["provenance"], data["build"]
         ok = sum(c["result"] == "ok" for c in data["chapters"])
@@ -114,18 +152,34 @@ class DeviceBuild(SphinxDirective):
         if build.get("whole_book_executed"):
             budget = f"the whole book took {seconds:.0f} s against the GPU budget of {build['budget_s']} s"
         else:
-            budget = (f"the build ended after {seconds:.0f} s before every chapter had run, so it does not measure "
-                      f"the whole book against the GPU budget of {build['budget_s']} s")
-        intro = nodes.paragraph(text=(
-            f"Recorded on {p['date']} on an {p['device_name']} ({p['gpu_memory_gib']:.0f} GiB, driver {p['driver']}, "
-            f"CUDA {p['cuda_runtime']}; CPU {p['cpu']}, {p['cpu_cores']} cores, bitsandbytes CPU path {p['bnb_cpu_path']}) "
-            f"with {p['command']}; versions: "
-            + ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)
-            + f". {ok} of {len(data['chapters'])} chapters ran without error; {budget}."))
-        rows = [[c["chapter"], f"{c['seconds']:.1f} s" if c.get("seconds") is not None else "-", c["result"],
-                 c.get("error", "")] for c in data["chapters"]]
+            budget = (
+                f"the build ended after {seconds:.0f} s before every chapter had run, so it does not measure "
+                f"the whole book against the GPU budget of {build['budget_s']} s"
+            )
+        intro = nodes.paragraph(
+            text=(
+                f"Recorded on {p['date']} on an {p['device_name']} ({p['gpu_memory_gib']:.0f} GiB, driver {p['driver']}, "
+                f"CUDA {p['cuda_runtime']}; CPU {p['cpu']}, {p['cpu_cores']} cores, bitsandbytes CPU path {p['bnb_cpu_path']}) "
+                f"with {p['command']}; versions: "
+                + ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)
+                + f". {ok} of {len(data['chapters'])} chapters ran without error; {budget}."
+            )
+        )
+        rows = [
+            [
+                c["chapter"],
+                f"{c['seconds']:.1f} s" if c.get("seconds") is not None else "-",
+                c["result"],
+                c.get("error", ""),
+            ]
+            for c in data["chapters"]
+        ]
         notes = [nodes.paragraph(text=n) for n in data.get("notes", [])]
-        return [intro, _table(["chapter", "execution time", "result", "error"], rows), *notes]
+        return [
+            intro,
+            _table(["chapter", "execution time", "result", "error"], rows),
+            *notes,
+        ]
 
 
 class FillChapterEnvironments(SphinxPostTransform):
@@ -141,11 +195,21 @@ class FillChapterEnvironments(SphinxPostTransform):
                 if not str(self.env.doc2path(docname)).endswith(".ipynb"):
                     continue
                 glued = read_glue_cache.__wrapped__(folder, docname).get(ENV_KEY)
-                title = self.env.titles[docname].astext() if docname in self.env.titles else docname
-                summary = glued["data"]["text/plain"].strip("'\"") if glued else "not recorded"
+                title = (
+                    self.env.titles[docname].astext()
+                    if docname in self.env.titles
+                    else docname
+                )
+                summary = (
+                    glued["data"]["text/plain"].strip("'\"")
+                    if glued
+                    else "not recorded"
+                )
                 rows.append((docname, title, summary))
             rows.sort()
-            node.replace_self(_table(["chapter", "executed on"], [[t, s] for _, t, s in rows]))
+            node.replace_self(
+                _table(["chapter", "executed on"], [[t, s] for _, t, s in rows])
+            )
 
 
 def always_reread(app, env, added, changed, removed):

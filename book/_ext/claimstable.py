@@ -21,27 +21,58 @@ import re
 from pathlib import Path
 
 import yaml
+from docutils import nodes
 from sphinx.util.docutils import SphinxDirective
 
 CLAIMS = Path("book/data/claims.json")
-ADMONITION = re.compile(r":::\{admonition\} (C\d+)\b[^\n]*\n(?::class:[^\n]*\n)?(.*?)\n:::", re.S)
+ADMONITION = re.compile(
+    r":::\{admonition\} (C\d+)\b[^\n]*\n(?::class:[^\n]*\n)?(.*?)\n:::", re.S
+)
 TABLE_ROW = re.compile(r"^\| (C\d+)\b[^|]*\| ([^|]*)\| ([^|]*)\|", re.M)
 HEADLINE = re.compile(r"^\*\*(.+?)\*\*(.*)$", re.S)
 GLUE = re.compile(r"\{glue:text\}`([^`:]+)`")
 
 CATEGORIES = ("holds", "holds with a caveat", "outdated", "wrong")
+# The category of a verdict's bold headline (lower case, final full stop dropped): first
+# the whole headline, then its first words, in order. Any other headline fails the build;
+# a new wording is added here.
+WHOLE = {"correct": "holds", "consistent": "holds", "correct, and expected": "holds"}
+FIRST_WORDS = (
+    ("correct.", "holds"),
+    ("wrong", "wrong"),
+    ("outdated", "outdated"),
+    *(
+        (w, "holds with a caveat")
+        for w in (
+            "correct,",
+            "correct for",
+            "holds",
+            "only",
+            "approximately",
+            "right about",
+            "expected by construction",
+            "reproduced",
+            "the trade is correct",
+        )
+    ),
+)
 
 
 def category(headline: str) -> str:
-    """Holds / holds with a caveat / outdated / wrong, from a verdict's bold headline."""
+    """Holds / holds with a caveat / outdated / wrong, from a verdict's bold headline.
+
+    Raises ValueError for a headline that ``WHOLE`` and ``FIRST_WORDS`` do not know.
+    """
     h = headline.strip().rstrip(".").lower()
-    if h.startswith("wrong"):
-        return "wrong"
-    if h.startswith("outdated"):
-        return "outdated"
-    if h in ("correct", "consistent", "correct, and expected") or h.startswith("correct."):
-        return "holds"
-    return "holds with a caveat"
+    if h in WHOLE:
+        return WHOLE[h]
+    for words, cat in FIRST_WORDS:
+        if h.startswith(words):
+            return cat
+    raise ValueError(
+        f"unknown verdict headline {headline!r}: it must start with one of "
+        f"{', '.join(repr(w) for w, _ in FIRST_WORDS)}, or add its wording to FIRST_WORDS"
+    )
 
 
 def first_sentence(text: str) -> str:
@@ -63,14 +94,26 @@ def chapter_verdicts(root: Path, chapters: list[str]) -> dict[str, list[dict]]:
                 h = HEADLINE.match(m.group(2).strip())
                 if h:
                     found.setdefault(m.group(1), []).append(
-                        {"chapter": chapter, "headline": h.group(1), "reason": first_sentence(h.group(2))})
+                        {
+                            "chapter": chapter,
+                            "headline": h.group(1),
+                            "reason": first_sentence(h.group(2)),
+                        }
+                    )
             if "## Verdicts" in text or "| claim | verdict" in text:
                 for m in TABLE_ROW.finditer(text):
                     h = HEADLINE.match(m.group(2).strip())
                     if h:
-                        reason = " ".join(p for p in (h.group(2).strip(" ,"), m.group(3).strip()) if p)
+                        reason = " ".join(
+                            p for p in (h.group(2).strip(" ,"), m.group(3).strip()) if p
+                        )
                         found.setdefault(m.group(1), []).append(
-                            {"chapter": chapter, "headline": h.group(1), "reason": reason})
+                            {
+                                "chapter": chapter,
+                                "headline": h.group(1),
+                                "reason": reason,
+                            }
+                        )
     return found
 
 
@@ -94,22 +137,41 @@ class ClaimsTable(SphinxDirective):
         missing = [c["id"] for c in claims if c["id"] not in verdicts]
         if missing:
             raise self.error(f"no chapter gives a verdict for {', '.join(missing)}")
-        lines = ["| claim | verdict | why (the chapter's words) | evidence |", "|---|---|---|---|"]
+        lines = [
+            "| claim | verdict | why (the chapter's words) | evidence |",
+            "|---|---|---|---|",
+        ]
         counts = dict.fromkeys(CATEGORIES, 0)
         for c in claims:
             vs = verdicts[c["id"]]
             last = vs[-1]
-            cat = category(last["headline"])
+            try:
+                cat = category(last["headline"])
+            except ValueError as err:
+                raise self.error(
+                    f"{c['id']} in {last['chapter']}.ipynb: {err}"
+                ) from None
             counts[cat] += 1
             # a glued number in the reason comes from the chapter that glued it ("doc::key:s")
-            reason = GLUE.sub(lambda m: f"{{glue:text}}`{last['chapter']}.ipynb::{m.group(1)}:s`", last["reason"])
-            links = ", ".join(f"[{v['chapter'][:2]}]({v['chapter']}.ipynb#verdicts)" for v in vs)
+            reason = GLUE.sub(
+                lambda m, ch=last["chapter"]: (
+                    f"{{glue:text}}`{ch}.ipynb::{m.group(1)}:s`"
+                ),
+                last["reason"],
+            )
+            links = ", ".join(
+                f"[{v['chapter'][:2]}]({v['chapter']}.ipynb#verdicts)" for v in vs
+            )
             cell = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
-            lines.append(f"| **{c['id']}** {cell(c['claim'])} | **{cat}** | *{cell(last['headline'])}* "
-                         f"{cell(reason)} | {links} |")
+            lines.append(
+                f"| **{c['id']}** {cell(c['claim'])} | **{cat}** | *{cell(last['headline'])}* "
+                f"{cell(reason)} | {links} |"
+            )
         summary = "; ".join(f"{n} {k}" for k, n in counts.items())
         text = [f"Of the {len(claims)} claims: {summary}.", "", *lines]
         container = self.parse_text_to_nodes("\n".join(text))
+        for table in (t for node in container for t in node.findall(nodes.table)):
+            table["classes"].append("llmb-claims")  # styled by book/_static/layout.css
         return container
 
 

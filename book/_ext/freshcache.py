@@ -44,7 +44,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_GLOBS = ("llmbook/**/*.py", "llmbook/data/*", "requirements.txt")
 #: Must equal ``llmbook.env.REPORTED_PACKAGES`` (a test checks it); not imported, to keep
 #: the build from importing the package.
-DEFAULT_PACKAGES = ("torch", "transformers", "accelerate", "bitsandbytes", "peft", "numpy")
+DEFAULT_PACKAGES = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "bitsandbytes",
+    "peft",
+    "numpy",
+)
 FINGERPRINT_FILE = "freshcache.json"
 _MYST_NB_UNSET = "--unset--"  # myst-nb's marker for an unset legacy config name
 
@@ -79,7 +86,9 @@ def fingerprint(srcdir: Path, globs, packages) -> dict:
     for rel in matched_files(srcdir, globs):
         data = (srcdir / rel).read_bytes()
         files[rel.as_posix()] = hashlib.sha256(data).hexdigest()
-        total.update(rel.as_posix().encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+        total.update(
+            rel.as_posix().encode() + b"\0" + len(data).to_bytes(8, "big") + data
+        )
     versions = package_versions(packages)
     total.update(json.dumps(versions, sort_keys=True).encode())
     return {"fingerprint": total.hexdigest(), "files": files, "packages": versions}
@@ -111,11 +120,17 @@ def _names(items: list[str], limit: int = 3) -> str:
 def what_changed(old: dict, new: dict) -> str:
     """A few words on what differs between two fingerprints."""
     old_files, new_files = old.get("files", {}), new["files"]
-    changed = sorted(p for p in new_files.keys() & old_files.keys() if new_files[p] != old_files[p])
+    changed = sorted(
+        p for p in new_files.keys() & old_files.keys() if new_files[p] != old_files[p]
+    )
     added = sorted(new_files.keys() - old_files.keys())
     removed = sorted(old_files.keys() - new_files.keys())
     old_pkgs, new_pkgs = old.get("packages", {}), new["packages"]
-    pkgs = sorted(n for n in old_pkgs.keys() | new_pkgs.keys() if old_pkgs.get(n) != new_pkgs.get(n))
+    pkgs = sorted(
+        n
+        for n in old_pkgs.keys() | new_pkgs.keys()
+        if old_pkgs.get(n) != new_pkgs.get(n)
+    )
     parts = []
     if changed:
         parts.append(f"{_names(changed)} changed")
@@ -125,7 +140,13 @@ def what_changed(old: dict, new: dict) -> str:
         parts.append(f"{_names(removed)} removed")
     if pkgs:
         parts.append(
-            "installed " + _names([f"{n} {old_pkgs.get(n) or 'none'} -> {new_pkgs.get(n) or 'none'}" for n in pkgs])
+            "installed "
+            + _names(
+                [
+                    f"{n} {old_pkgs.get(n) or 'none'} -> {new_pkgs.get(n) or 'none'}"
+                    for n in pkgs
+                ]
+            )
         )
     return "; ".join(parts) or "the fingerprint's inputs changed"
 
@@ -170,7 +191,9 @@ def check_cache(app, config) -> None:
     if reason or not stamp.is_file():
         if path.exists() or execution_mode(config) == "cache":
             path.mkdir(parents=True, exist_ok=True)
-            stamp.write_text(json.dumps(new, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            stamp.write_text(
+                json.dumps(new, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+            )
 
 
 def reread_all_after_clearing(app, env, added, changed, removed):
@@ -185,7 +208,9 @@ def reread_all_after_clearing(app, env, added, changed, removed):
 
 def setup(app):
     app.add_config_value("freshcache_globs", list(DEFAULT_GLOBS), "", (list, tuple))
-    app.add_config_value("freshcache_packages", list(DEFAULT_PACKAGES), "", (list, tuple))
+    app.add_config_value(
+        "freshcache_packages", list(DEFAULT_PACKAGES), "", (list, tuple)
+    )
     # set on config-inited, never by hand: a change makes Sphinx re-read every document
     app.add_config_value("freshcache_fingerprint", "", "env", str)
     app.connect("config-inited", check_cache, priority=400)

@@ -97,4 +97,6 @@ test("the GPUs a job fits on equal llmbook.memory.fits_on", () => {
 test("bad options fail with a message", () => {
   assert.throws(() => W.breakdown(V.memory[0].config, { recipe: "pretrain" }), /unknown recipe/);
   assert.throws(() => W.breakdown(V.memory[0].config, { dtype: "float8" }), /unknown dtype/);
+  assert.throws(() => W.breakdown(V.memory[0].config, { recipe: "full", optimizer: "lion" }), /unknown optimizer/);
+  assert.throws(() => W.breakdown(V.memory[0].config, { recipe: "full", attention: "flex" }), /unknown attention/);
 });

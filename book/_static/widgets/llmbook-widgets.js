@@ -148,6 +148,7 @@
   const BLOCK4 = 64; const NESTED = 256; const CODE4 = 16; const CODE8 = 256;
   const RECIPES = ["inference", "full", "full-bf16", "full-master", "lora", "qlora"];
   const COMPUTE_MODES = ["fp32", "bf16", "autocast"];
+  const ATTENTIONS = ["sdpa", "eager"];
 
   function headDim(c) { return c.head_dim || c.hidden_size / c.num_attention_heads; }
   function kvHeads(c) { return c.num_key_value_heads || c.num_attention_heads; }
@@ -204,16 +205,20 @@
   /** llmbook.memory.training_activation_bytes: what autograd keeps for a Llama-style
    * model with SDPA attention (measured per token: 8h + 4I + 2 kv hd wide values and 2 + a
    * statistics per layer; the final norm and the loss's fp32 log-softmax, 4V bytes). */
-  function trainingActivationBytes(c, batch, seq, checkpointing, compute, loraRank) {
+  function trainingActivationBytes(c, batch, seq, checkpointing, compute, loraRank, attention) {
     compute = compute || "autocast";
+    attention = attention || "sdpa";
     if (COMPUTE_MODES.indexOf(compute) < 0) throw new Error("unknown compute mode " + compute);
-    const h = c.hidden_size; const L = c.num_hidden_layers;
-    const wide = 8 * h + 4 * c.intermediate_size + 2 * kvHeads(c) * headDim(c);
-    const stats = 2 + c.num_attention_heads;
+    if (ATTENTIONS.indexOf(attention) < 0) throw new Error("unknown attention " + attention);
+    const h = c.hidden_size; const L = c.num_hidden_layers; const a = c.num_attention_heads;
+    const eager = attention === "eager"; // keeps the s x s softmax, K and V repeated per head
+    const wide = 8 * h + 4 * c.intermediate_size + 2 * (eager ? a : kvHeads(c)) * headDim(c);
+    const stats = 2 + (eager ? 0 : a);
+    const scores = eager ? a * seq * (compute === "fp32" ? 4 : 6) : 0;
     let perLayer; let outside; let layerInput;
-    if (compute === "fp32") { perLayer = 4 * (wide + stats); outside = 12 * h; layerInput = 4 * h; }
+    if (compute === "fp32") { perLayer = 4 * (wide + stats) + scores; outside = 12 * h; layerInput = 4 * h; }
     else {
-      perLayer = 2 * wide + 4 * h + 4 * stats + (compute === "autocast" ? 10 * h : 0);
+      perLayer = 2 * wide + 4 * h + 4 * stats + scores + (compute === "autocast" ? 10 * h : 0);
       outside = compute === "autocast" ? 10 * h : 8 * h;
       layerInput = compute === "autocast" ? 4 * h : 2 * h;
     }
@@ -233,12 +238,46 @@
     return c.num_hidden_layers * blockLinears(c).reduce((s, [a, b]) => s + rank * (a + b), 0);
   }
 
+  const OPTIMIZERS = ["adamw", "adamw8bit", "sgd"];
+
+  /** llmbook.memory.trainable_numels: element counts of the tensors a recipe trains. */
+  function trainableNumels(c, recipe, rank) {
+    const L = c.num_hidden_layers; const out = [];
+    if (recipe === "lora" || recipe === "qlora") {
+      for (let l = 0; l < L; l++) for (const [a, b] of blockLinears(c)) out.push(rank * a, b * rank);
+      return out;
+    }
+    const h = c.hidden_size; const emb = c.vocab_size * h;
+    out.push(emb);
+    for (let l = 0; l < L; l++) {
+      for (const [a, b] of blockLinears(c)) out.push(a * b);
+      out.push(h, h); // the two RMSNorms
+    }
+    out.push(h); // the final norm
+    if (!c.tie_word_embeddings) out.push(emb);
+    return out;
+  }
+
+  /** llmbook.memory.optimizer_state_bytes: AdamW (two moments in the parameters' dtype,
+   * a 4-byte step per tensor), bitsandbytes' AdamW8bit (1-byte moments and an fp32 absmax
+   * per 256 elements for tensors of 4096 elements or more, fp32 moments below, two shared
+   * 256-entry code tables) or SGD with momentum (one buffer in the parameters' dtype). */
+  function optimizerStateBytes(numels, optimizer, width) {
+    if (optimizer === "adamw") return numels.reduce((s, n) => s + 2 * width * n + 4, 0);
+    if (optimizer === "sgd") return numels.reduce((s, n) => s + width * n, 0);
+    if (optimizer !== "adamw8bit") throw new Error("unknown optimizer " + optimizer);
+    let total = numels.some((n) => n >= 4096) ? 2 * 256 * 4 : 0; // code tables, when 8-bit
+    for (const n of numels) total += n >= 4096 ? 2 * (n + 4 * Math.ceil(n / 256)) : 8 * n;
+    return total;
+  }
+
   const WIDTH = { float32: 4, bfloat16: 2, float16: 2 };
 
   /** Same as llmbook.memory.breakdown: bytes of each part of a job. */
   function breakdown(c, o) {
     const opts = Object.assign({ recipe: "inference", dtype: "bfloat16", quantization: null, double_quant: false,
-      batch: 1, context: 2048, checkpointing: false, lora_rank: 16 }, o || {});
+      batch: 1, context: 2048, checkpointing: false, lora_rank: 16, optimizer: "adamw",
+      attention: "sdpa" }, o || {});
     const width = WIDTH[opts.dtype];
     if (!width) throw new Error("unknown dtype " + opts.dtype);
     if (RECIPES.indexOf(opts.recipe) < 0) throw new Error("unknown recipe " + opts.recipe);
@@ -250,18 +289,22 @@
     if (opts.recipe.startsWith("full")) {
       const n = parameters(c);
       const act = trainingActivationBytes(c, opts.batch, opts.context, opts.checkpointing,
-        opts.recipe === "full" ? "autocast" : "bf16");
+        opts.recipe === "full" ? "autocast" : "bf16", null, opts.attention);
+      const states = optimizerStateBytes(trainableNumels(c, opts.recipe), opts.optimizer,
+        opts.recipe === "full-bf16" ? 2 : 4);
       if (opts.recipe === "full") {
-        return { weights: 4 * n, gradients: 4 * n, optimizer: 8 * n, autocast_cache: autocastCacheBytes(c),
+        return { weights: 4 * n, gradients: 4 * n, optimizer: states, autocast_cache: autocastCacheBytes(c),
           activations: act };
       }
-      if (opts.recipe === "full-bf16") return { weights: 2 * n, gradients: 2 * n, optimizer: 4 * n, activations: act };
-      return { weights: 2 * n, gradients: 2 * n, master_weights: 4 * n, optimizer: 8 * n, activations: act };
+      if (opts.recipe === "full-bf16") return { weights: 2 * n, gradients: 2 * n, optimizer: states, activations: act };
+      return { weights: 2 * n, gradients: 2 * n, master_weights: 4 * n, optimizer: states, activations: act };
     }
-    const act = trainingActivationBytes(c, opts.batch, opts.context, opts.checkpointing, "bf16", opts.lora_rank);
+    const act = trainingActivationBytes(c, opts.batch, opts.context, opts.checkpointing, "bf16", opts.lora_rank,
+      opts.attention);
     const base = weightBytes(c, width, opts.recipe === "qlora" ? "nf4" : null, opts.double_quant);
     const p = loraParameters(c, opts.lora_rank);
-    return { weights: base, adapter: 4 * p, gradients: 4 * p, optimizer: 8 * p, activations: act };
+    const states = optimizerStateBytes(trainableNumels(c, opts.recipe, opts.lora_rank), opts.optimizer, 4);
+    return { weights: base, adapter: 4 * p, gradients: 4 * p, optimizer: states, activations: act };
   }
 
   // The GPUs a job fits on: usable bytes (nvidia-smi's total less the driver and CUDA
@@ -272,7 +315,8 @@
 
   const api = { FORMATS, NF4, RECIPES, decode, encode, classify, neighbours, fields, roundHalfEven,
     quantizeInt8, quantizeNf4, parameters, weightBytes, kvCacheBytes, prefillActivationBytes,
-    trainingActivationBytes, autocastCacheBytes, loraParameters, breakdown, fitsOn };
+    trainingActivationBytes, autocastCacheBytes, loraParameters, trainableNumels, optimizerStateBytes,
+    OPTIMIZERS, ATTENTIONS, breakdown, fitsOn };
 
   // ---------------------------------------------------------------- user interface
   function el(tag, attrs, children) {
@@ -426,6 +470,10 @@
       ["full-master", "full fine-tune, 16-bit + fp32 master (DeepSpeed, Apex)"],
       ["lora", "LoRA"], ["qlora", "QLoRA (nf4 base)"]]);
     const dtype = select("dtype", "dtype", [["bfloat16", "bf16"], ["float16", "fp16"], ["float32", "fp32"]]);
+    const attention = select("attention", "attention (training)", [["sdpa", "SDPA / FlashAttention"],
+      ["eager", "eager (keeps the s x s scores)"]]);
+    const optimizer = select("optimizer", "optimizer (training)", [["adamw", "AdamW (torch)"],
+      ["adamw8bit", "AdamW8bit (bitsandbytes)"], ["sgd", "SGD with momentum"]]);
     const quant = select("quantization", "quantization (inference)", [["", "none"], ["int8", "int8 (LLM.int8)"],
       ["nf4", "nf4"]]);
     const dq = el("input", { type: "checkbox", id: id + "-dq", "data-field": "double_quant" });
@@ -470,7 +518,8 @@
       if (bad.length) { out.appendChild(el("p", { class: "llmb-error", text: "Check: " + bad.join(", ") })); return; }
       const parts = breakdown(c, { recipe: recipe.value, dtype: dtype.value, quantization: quant.value || null,
         double_quant: dq.checked, batch: Number(batch.value), context: Number(context.value),
-        checkpointing: ckpt.checked, lora_rank: Number(rank.value) });
+        checkpointing: ckpt.checked, lora_rank: Number(rank.value), optimizer: optimizer.value,
+        attention: attention.value });
       const GiB = Math.pow(2, 30);
       const total = Object.values(parts).reduce((s, v) => s + v, 0);
       out.appendChild(el("p", { class: "llmb-total", "data-total-bytes": String(total),

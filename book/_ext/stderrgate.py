@@ -1,0 +1,74 @@
+"""Sphinx extension: a chapter that writes unexpected stderr fails the build.
+
+With ``nb_output_stderr: error`` myst-nb reports "stderr was found in the cell outputs of
+cell N", without the text. This extension reports each such output once instead (myst-nb's
+message is suppressed through ``suppress_warnings: [mystnb.stderr]``), as an error naming the
+chapter, the cell and what it wrote, and marks the build as failed even without ``-W``.
+A page that failed is read again by the next build, so the failure does not go away
+with an unchanged chapter.
+
+A cell that expects stderr says so in its metadata: ``"mystnb": {"output_stderr": "show"}``
+shows it on the page, the ``remove-stderr`` tag hides it.
+"""
+
+from __future__ import annotations
+
+from docutils import nodes
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+# a cell's nb_output_stderr (its own, else the book's) that lets its stderr through
+ALLOWED = ("show", "remove")
+
+
+def is_cell(node) -> bool:
+    return isinstance(node, nodes.container) and node.get("nb_element") == "cell_code"
+
+
+def is_stderr(node) -> bool:
+    return isinstance(node, nodes.Element) and "stderr" in node["classes"]
+
+
+def check_stderr(app, doctree):
+    """Log an error for every stderr output of a cell that does not expect it."""
+    env = app.env
+    failed = env.llmbook_stderr_failed = getattr(env, "llmbook_stderr_failed", set())
+    failed.discard(env.docname)
+    for cell in doctree.findall(is_cell):
+        own = (cell.get("cell_metadata") or {}).get("mystnb", {})
+        if own.get("output_stderr", app.config.nb_output_stderr) in ALLOWED:
+            continue
+        for out in cell.findall(is_stderr):
+            text = " ".join(out.astext().split())
+            logger.error(
+                "unexpected stderr in %s, cell index %d: %s",
+                env.doc2path(env.docname, False),
+                cell["cell_index"],
+                text if len(text) < 400 else text[:400] + " ...",
+                location=out,
+            )
+            failed.add(env.docname)
+            app.statuscode = 1
+
+
+def reread_failed(app, env, added, changed, removed):
+    """The pages that failed last time are outdated: their error is reported again."""
+    return sorted(getattr(env, "llmbook_stderr_failed", set()) - set(removed))
+
+
+def purge(app, env, docname):
+    getattr(env, "llmbook_stderr_failed", set()).discard(docname)
+
+
+def merge(app, env, docnames, other):
+    env.llmbook_stderr_failed = getattr(env, "llmbook_stderr_failed", set()) | (
+        getattr(other, "llmbook_stderr_failed", set()) & set(docnames)
+    )
+
+
+def setup(app):
+    app.connect("doctree-read", check_stderr)
+    app.connect("env-get-outdated", reread_failed)
+    app.connect("env-purge-doc", purge)
+    app.connect("env-merge-info", merge)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
