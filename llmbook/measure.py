@@ -11,6 +11,7 @@ Python heap, so CPU figures are upper bounds with a few MiB of noise.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import threading
 import time
@@ -147,3 +148,32 @@ def tensor_bytes(*tensors) -> int:
         storage = t.untyped_storage()
         seen[(t.device.type, storage.data_ptr())] = storage.nbytes()
     return sum(seen.values())
+
+
+@contextlib.contextmanager
+def quiet_stderr_fd():
+    """Send what C/C++ code writes to file descriptor 2 to /dev/null for the block, such
+    as the start and stop lines of PyTorch's profiler, which a notebook would show."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(null)
+        os.close(saved)
+
+
+def largest_allocation(fn: Callable[[], object]) -> int:
+    """Bytes of the largest single CPU allocation made while running ``fn()``, as
+    PyTorch's profiler records it (the profiler's own log lines are silenced)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with quiet_stderr_fd():
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+    return max((e.cpu_memory_usage for e in prof.events()), default=0)

@@ -645,6 +645,10 @@ GPUS: dict[str, tuple[int, str]] = {
         "nvidia-smi on this book's GPU machine, 2026-11-28 (book/data/device_build.json)",
     ),
     "B200": (183359, "nvidia-smi, NVIDIA/TensorRT-LLM issue 10278"),
+    "MI300X": (  # AMD: ROCm's PyTorch uses the same torch.cuda API and allocator
+        196592,
+        "rocm-smi 'VRAM Total Memory (B): 206141652992', ROCm/legacy-rocm-build issue 4750",
+    ),
 }
 #: What a program cannot allocate of that total: the driver's own reserve (torch's
 #: ``total_memory`` is already about 250 MiB under nvidia-smi's total on a T4 and 615 MiB

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Measure the book's build budgets and record them for the Build report and README.
+"""Measure the book's build budgets and record them for the Build report.
 
 Runs, in a fresh output folder:
 1. a cold build (empty execution cache: every chapter executes),

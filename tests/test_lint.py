@@ -197,5 +197,5 @@ def test_nothing_refers_to_files_outside_the_repository():
 
 
 def test_outside_reference_check_can_fail():
-    assert outside_references("see " + "".join(OUTSIDE) + "STYLE.md")
+    assert outside_references("see " + "".join(OUTSIDE) + "STYLE" + ".md")
     assert not outside_references("see CONTRIBUTING.md")

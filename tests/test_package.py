@@ -316,3 +316,14 @@ def test_summary_names_cpu_features_and_the_bitsandbytes_cpu_path():
     assert f"bitsandbytes CPU 4-bit path: {e.bnb_cpu_path}" in e.summary()
     assert all(f in e.summary() for f in e.cpu_features)
     assert ("avx512_bf16" in e.cpu_features) == (e.bnb_cpu_path == "packed") or e.is_gpu
+
+
+def test_largest_allocation_sees_a_tensor_and_prints_nothing(capfd):
+    import torch
+
+    from llmbook.measure import largest_allocation
+
+    nbytes = largest_allocation(lambda: torch.empty(250_000, dtype=torch.float32))
+    assert nbytes >= 1_000_000
+    out, err = capfd.readouterr()
+    assert "profiler" not in err and "USDT" not in err

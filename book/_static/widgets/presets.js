@@ -139,6 +139,12 @@ window.LLMBookGPUs = {
    "total_mib": 183359,
    "usable_bytes": 181632499712,
    "source": "nvidia-smi, NVIDIA/TensorRT-LLM issue 10278"
+  },
+  {
+   "name": "MI300X",
+   "total_mib": 196592,
+   "usable_bytes": 194814515609,
+   "source": "rocm-smi 'VRAM Total Memory (B): 206141652992', ROCm/legacy-rocm-build issue 4750"
   }
  ]
 };
