@@ -686,6 +686,13 @@ def _kv_heads(config) -> int:
     return getattr(config, "num_key_value_heads", None) or config.num_attention_heads
 
 
+def _block_linears(config) -> list[tuple[int, int]]:
+    """(in, out) features of a Llama block's seven projections: q, k, v, o, gate, up, down."""
+    h, inter, hd = config.hidden_size, config.intermediate_size, _head_dim(config)
+    q, kv = config.num_attention_heads * hd, _kv_heads(config) * hd
+    return [(h, q), (h, kv), (h, kv), (q, h), (h, inter), (h, inter), (inter, h)]
+
+
 def kv_cache_bytes(config, batch: int, tokens: int, bytes_per_value: int = 2) -> int:
     """Bytes of a full KV cache: keys and values, every layer, every token."""
     return (
@@ -878,28 +885,15 @@ def autocast_cache_bytes(config) -> int:
             for m in model.modules()
             if type(m).__name__ in ("Linear", "Conv1D")
         )
-    h, hd = config.hidden_size, _head_dim(config)
-    q, kv = config.num_attention_heads * hd, _kv_heads(config) * hd
-    block = h * q + 2 * h * kv + q * h + 3 * h * config.intermediate_size
-    return 2 * (config.num_hidden_layers * block + config.vocab_size * h)
+    block = sum(d_in * d_out for d_in, d_out in _block_linears(config))
+    return 2 * (
+        config.num_hidden_layers * block + config.vocab_size * config.hidden_size
+    )
 
 
 def lora_parameters(config, rank: int) -> int:
     """Parameters of a rank-``rank`` LoRA adapter on every projection of every layer."""
-    h, inter, hd = config.hidden_size, config.intermediate_size, _head_dim(config)
-    q_out, kv_out = config.num_attention_heads * hd, _kv_heads(config) * hd
-    shapes = [
-        (h, q_out),
-        (h, kv_out),
-        (h, kv_out),
-        (q_out, h),
-        (h, inter),
-        (h, inter),
-        (inter, h),
-    ]
-    return config.num_hidden_layers * sum(
-        rank * (d_in + d_out) for d_in, d_out in shapes
-    )
+    return sum(trainable_numels(config, "lora", rank))
 
 
 #: Optimizers the estimator counts (``optimizer_state_bytes``).
@@ -913,11 +907,10 @@ def trainable_numels(config, recipe: str, lora_rank: int = 16) -> list[int]:
     model (tied weights once) for the full recipes, the LoRA ``A`` (r x in) and ``B``
     (out x r) matrices of every projection for ``lora`` and ``qlora``."""
     if recipe in ("lora", "qlora"):
-        h, inter, hd = config.hidden_size, config.intermediate_size, _head_dim(config)
-        q, kv = config.num_attention_heads * hd, _kv_heads(config) * hd
-        shapes = [(h, q), (h, kv), (h, kv), (q, h), (h, inter), (h, inter), (inter, h)]
         per_layer = [
-            n for d_in, d_out in shapes for n in (lora_rank * d_in, d_out * lora_rank)
+            n
+            for d_in, d_out in _block_linears(config)
+            for n in (lora_rank * d_in, d_out * lora_rank)
         ]
         return per_layer * config.num_hidden_layers
     import torch

@@ -22,6 +22,8 @@ CHATGLM_6B = GPTNeoXConfig(
 # book/02_model_memory.ipynb, cell cell-006
 from transformers import CodeGenConfig, LlamaConfig
 
+from llmbook.memory import PRESETS
+
 #: moss-moon-003-base: CodeGen-16B's geometry, an untied lm_head with bias
 MOSS_16B = CodeGenConfig(
     n_embd=6144,
@@ -32,13 +34,5 @@ MOSS_16B = CodeGenConfig(
     rotary_dim=64,
     tie_word_embeddings=False,
 )
-#: Llama-2-7b's public config, for comparison
-LLAMA_2_7B = LlamaConfig(
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=32,
-    vocab_size=32000,
-    tie_word_embeddings=False,
-)
+#: Llama-2-7b's public config, for comparison (the memory calculator's preset)
+LLAMA_2_7B = LlamaConfig(**PRESETS["Llama-2-7B"])
