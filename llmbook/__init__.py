@@ -8,6 +8,8 @@ Plumbing and tools that several chapters share:
 - :mod:`llmbook.plotting` - the book's plot style and colours
 - :mod:`llmbook.notebook` - `glue` that also works where myst-nb is missing (Colab)
 - :mod:`llmbook.bnb_cpu` - bitsandbytes' CPU paths for 4-bit layers and the shapes they accept
+- :mod:`llmbook.smollm` - the real SmolLM2-135M language model, offline, and the evaluation text
+- :mod:`llmbook.quality` - perplexity, KL divergence and top-1 agreement, with intervals
 
 What a chapter teaches is written on the chapter's page, not here.
 """

@@ -149,12 +149,13 @@ def save_checkpoint(
 
 
 def state_bytes(model) -> int:
-    """Bytes of every tensor a model holds: parameters, buffers, quantization constants."""
-    import torch
+    """Bytes of every tensor a model holds: parameters, buffers (including the ones a
+    state dict leaves out, such as the rotary embedding's ``inv_freq``) and bitsandbytes'
+    quantization constants. Not the state dict: for bitsandbytes it also makes small
+    tensors that exist only to be saved (``weight_format``, a packed ``quant_state``)."""
+    from .bnb_cpu import quant_constants
 
-    return tensor_bytes(
-        *(t for t in model.state_dict().values() if isinstance(t, torch.Tensor))
-    )
+    return tensor_bytes(*model.parameters(), *model.buffers(), *quant_constants(model))
 
 
 def load(folder: str | Path, precision: str, device: str = "cpu"):

@@ -139,15 +139,35 @@ def tensor_bytes(*tensors) -> int:
 
     Views and tied weights share a storage, so they are not counted twice; tensors on
     the meta device hold nothing and count 0; ``None`` entries are skipped (e.g. the
-    ``.grad`` of a frozen parameter). This is the book's one byte counter.
+    ``.grad`` of a frozen parameter); wrapper tensor subclasses count the tensors they
+    wrap (see :func:`_plain_tensors`). This is the book's one byte counter.
     """
     seen: dict[tuple[str, int], int] = {}
-    for t in tensors:
-        if t is None or t.device.type == "meta":
+    for t in _plain_tensors(tensors):
+        if t.device.type == "meta":
             continue
         storage = t.untyped_storage()
         seen[(t.device.type, storage.data_ptr())] = storage.nbytes()
     return sum(seen.values())
+
+
+def _plain_tensors(tensors):
+    """The plain tensors that hold the data: a wrapper tensor subclass (torchao's
+    ``Int8Tensor``, optimum-quanto's ``WeightQBytesTensor``, ...) reports the storage of
+    the *logical* tensor it stands for, so it is replaced by its inner tensors (the
+    codes and scales), recursively, through ``__tensor_flatten__``."""
+    import torch
+
+    for t in tensors:
+        if t is None:
+            continue
+        if type(t) not in (torch.Tensor, torch.nn.Parameter) and hasattr(
+            t, "__tensor_flatten__"
+        ):
+            names, _ = t.__tensor_flatten__()
+            yield from _plain_tensors(getattr(t, name) for name in names)
+        else:
+            yield t
 
 
 @contextlib.contextmanager

@@ -29,7 +29,22 @@ from typing import Any
 
 from .units import GB, GIB
 
-QUANTIZATIONS = ("int8", "nf4", "fp4")
+#: Other backends' weight-only formats, counted exactly for models loaded in fp32 or
+#: bf16 (tests compare each with the tensors a loaded model holds). Their weights are
+#: wrapper tensor subclasses, and ``get_memory_footprint()`` reports the *unquantized*
+#: size for them (:attr:`TensorBytes.meter_bytes`).
+#:
+#: - torchao-int8 (``Int8WeightOnlyConfig``, and ``Int8DynamicActivationInt8WeightConfig``,
+#:   which stores the same): int8 codes, an fp32 scale and an int8 zero point per row;
+#: - torchao-fp8 (``Float8WeightOnlyConfig``): float8_e4m3fn codes, an fp32 scale per row;
+#: - quanto-int8 / quanto-int4 (``QuantoConfig(weights=...)``): int8 codes and a scale per
+#:   row in the model's dtype / 4-bit codes two per byte with a scale and a shift per
+#:   group (:func:`quanto_int4_group`) in the model's dtype; each layer also gets two
+#:   fp32 scalar buffers.
+WRAPPER_QUANTIZATIONS = ("torchao-int8", "torchao-fp8", "quanto-int8", "quanto-int4")
+QUANTIZATIONS = ("int8", "nf4", "fp4", *WRAPPER_QUANTIZATIONS)
+QUANTO_INT4_GROUP = 128
+QUANTO_LAYER_BUFFERS = 8  # input_scale and output_scale, fp32 scalars
 BLOCKSIZE_4BIT = 64  # elements per absmax constant (bitsandbytes' default for weights)
 NESTED_BLOCKSIZE = 256  # absmax values per fp32 constant under double quantization
 CODE_4BIT_ENTRIES = 16  # nf4/fp4 code book, fp32
@@ -51,6 +66,9 @@ class TensorBytes:
     nbytes: int
     quantized: bool = False
     constants_bytes: int = 0
+    #: what ``get_memory_footprint()`` counts for it, where that differs from ``nbytes``
+    #: (wrapper tensor subclasses report the size of the tensor they stand for)
+    meter_bytes: int | None = None
 
 
 @dataclass
@@ -66,8 +84,12 @@ class MemoryEstimate:
 
     @property
     def footprint_bytes(self) -> int:
-        """Parameters and buffers: what ``get_memory_footprint()`` reports."""
-        return sum(t.nbytes for t in self.tensors)
+        """What ``get_memory_footprint()`` reports: parameters and buffers as it sees
+        them (for bitsandbytes the stored bytes without the constants; for the
+        :data:`WRAPPER_QUANTIZATIONS` the unquantized size)."""
+        return sum(
+            t.nbytes if t.meter_bytes is None else t.meter_bytes for t in self.tensors
+        )
 
     @property
     def constants_bytes(self) -> int:
@@ -76,7 +98,8 @@ class MemoryEstimate:
 
     @property
     def total_bytes(self) -> int:
-        return self.footprint_bytes + self.constants_bytes
+        """Every byte the tensors hold: stored weights, other tensors and constants."""
+        return sum(t.nbytes + t.constants_bytes for t in self.tensors)
 
     def by_group(self) -> dict[str, dict[str, int]]:
         """Parameters, bytes and quantization constants per module group."""
@@ -164,19 +187,35 @@ def _quantizable(module) -> bool:
 
 def weight_bytes(numel: int, quantization: str | None, dtype_bytes: int) -> int:
     """Bytes of a weight tensor as stored: int8 1 per element, 4-bit 2 elements per byte."""
-    if quantization == "int8":
+    if quantization in ("int8", "torchao-int8", "torchao-fp8", "quanto-int8"):
         return numel
-    if quantization in ("nf4", "fp4"):
+    if quantization in ("nf4", "fp4", "quanto-int4"):
         return (numel + 1) // 2
     return numel * dtype_bytes
 
 
 def constants_bytes(
-    numel: int, out_features: int, quantization: str | None, double_quant: bool = False
+    numel: int,
+    out_features: int,
+    quantization: str | None,
+    double_quant: bool = False,
+    dtype_bytes: int = 4,
 ) -> int:
-    """Bytes of the quantization constants of one weight (what the footprint leaves out)."""
+    """Bytes of the quantization constants of one weight (for bitsandbytes, what the
+    footprint leaves out); ``dtype_bytes`` is the width of the model's dtype, which
+    optimum-quanto's scales take."""
     if quantization == "int8":
         return 4 * out_features  # SCB: one fp32 absmax per output row
+    if quantization == "torchao-int8":
+        return (4 + 1) * out_features  # fp32 scale + int8 zero point per row
+    if quantization == "torchao-fp8":
+        return 4 * out_features
+    if quantization == "quanto-int8":
+        return dtype_bytes * out_features + QUANTO_LAYER_BUFFERS
+    if quantization == "quanto-int4":
+        group = quanto_int4_group(numel // out_features)
+        groups = out_features if group is None else numel // group
+        return 2 * dtype_bytes * groups + QUANTO_LAYER_BUFFERS  # scale and shift
     if quantization in ("nf4", "fp4"):
         blocks = math.ceil(numel / BLOCKSIZE_4BIT)
         code = 4 * CODE_4BIT_ENTRIES
@@ -185,6 +224,36 @@ def constants_bytes(
         nested = math.ceil(blocks / NESTED_BLOCKSIZE)
         return blocks + 4 * nested + 4 * CODE_8BIT_ENTRIES + 4 + code  # + fp32 offset
     return 0
+
+
+def quanto_int4_group(in_features: int) -> int | None:
+    """optimum-quanto's group size for a 4-bit weight with ``in_features`` columns: 128,
+    else the largest of 96, 64, 32 that divides it; None (one group per row) when none
+    does or the row is no longer than 128 (``QModuleMixin.__init__``)."""
+    group = QUANTO_INT4_GROUP
+    if in_features <= group:
+        return None
+    while in_features % group and group > 32:
+        group -= 32
+    return group if in_features % group == 0 else None
+
+
+_STORED_AS = {
+    "int8": "int8",
+    "nf4": "uint8 (4-bit pairs)",
+    "fp4": "uint8 (4-bit pairs)",
+    "torchao-int8": "int8",
+    "torchao-fp8": "float8_e4m3fn",
+    "quanto-int8": "int8",
+    "quanto-int4": "uint8 (4-bit pairs)",
+}
+
+
+def _meter_bytes(quantization: str, unquantized: int) -> int | None:
+    if quantization not in WRAPPER_QUANTIZATIONS:
+        return None
+    buffers = QUANTO_LAYER_BUFFERS if quantization.startswith("quanto") else 0
+    return unquantized + buffers
 
 
 def empty_model(config, dtype):
@@ -210,7 +279,8 @@ def estimate(
 
     ``dtype``: of the unquantized tensors; default the config's own dtype (what
     ``from_pretrained`` uses by default in transformers 5), else float32.
-    ``quantization``: None, "int8", "nf4" or "fp4" (``BitsAndBytesConfig``).
+    ``quantization``: None, "int8", "nf4" or "fp4" (``BitsAndBytesConfig``), or one of
+    :data:`WRAPPER_QUANTIZATIONS` (torchao, optimum-quanto).
     ``skip_modules``: like ``llm_int8_skip_modules``, it *replaces* the default list
     (``lm_head``, tied weights), so name those too if they should stay unquantized.
     """
@@ -253,10 +323,11 @@ def estimate(
                     name,
                     module_group(name),
                     tuple(p.shape),
-                    "int8" if q == "int8" else "uint8 (4-bit pairs)",
+                    _STORED_AS[q],
                     weight_bytes(numel, q, width),
                     True,
-                    constants_bytes(numel, out_features, q, double_quant),
+                    constants_bytes(numel, out_features, q, double_quant, width),
+                    _meter_bytes(q, numel * width),
                 )
             )
         else:
@@ -463,14 +534,25 @@ def main(argv: list[str] | None = None) -> int:
                 else ""
             )
         )
+    wrapper = est.quantization in WRAPPER_QUANTIZATIONS
+    meter = "the unquantized size: this format's weights are wrapper tensors"
     print(
-        f"  footprint   {format_bytes(est.footprint_bytes)}  (= get_memory_footprint())"
+        f"  footprint   {format_bytes(est.footprint_bytes)}  (= get_memory_footprint()"
+        + (f", {meter})" if wrapper else ")")
     )
     if est.constants_bytes:
         print(
-            f"  constants   {format_bytes(est.constants_bytes)}  (not in get_memory_footprint())"
+            f"  constants   {format_bytes(est.constants_bytes)}  "
+            + (
+                "(scales, zero points)"
+                if wrapper
+                else "(not in get_memory_footprint())"
+            )
         )
-    print(f"  total       {format_bytes(est.total_bytes)}")
+    print(
+        f"  total       {format_bytes(est.total_bytes)}"
+        + ("  (what the tensors hold)" if wrapper else "")
+    )
     if args.gpu:
         print(
             _fits_line(est.total_bytes, args.gpu)

@@ -25,8 +25,10 @@ QUIET_WARNINGS = (
     ".*is_gradient_checkpointing.*",  # raised inside peft's LoRA wrapper (an old name)
 )
 
-#: Loggers set to errors only: load reports, and accelerate's notes on imaginary GPUs.
-QUIET_LOGGERS = ("accelerate", "bitsandbytes")
+#: Loggers set to errors only: load reports, accelerate's notes on imaginary GPUs,
+#: torchao's notes on the CUDA kernels a CPU build cannot load, and torch's deprecation
+#: note on the enums torchao registers.
+QUIET_LOGGERS = ("accelerate", "bitsandbytes", "torchao", "torch.utils._pytree")
 
 
 def setup(**needs: str):

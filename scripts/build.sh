@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt -e .
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 if ! "$VENV/bin/jb" build . -n -W --keep-going "$@"; then
   # myst-nb prints a failing cell's traceback above; repeat any execution reports here.
   for report in _build/html/reports/*.err.log _build/html/reports/**/*.err.log; do

@@ -42,7 +42,8 @@ COLAB_PREINSTALLED = [
 ]
 PINNED = {
     line.split("==")[0].lower(): line.strip()
-    for line in (ROOT / "requirements.txt").read_text().splitlines()
+    for name in ("requirements.txt", "requirements-nodeps.txt")
+    for line in (ROOT / name).read_text().splitlines()
     if "==" in line and not line.startswith("#")
 }
 

@@ -22,9 +22,11 @@ TYPED_FIGURE = re.compile(
 )
 
 
-def pinned_requirements() -> dict[str, str]:
+def pinned_requirements(
+    files: tuple[str, ...] = ("requirements.txt", "requirements-nodeps.txt"),
+) -> dict[str, str]:
     pins = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
+    for line in "\n".join((ROOT / f).read_text() for f in files).splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             req = Requirement(line)
@@ -155,10 +157,20 @@ def colab_install_specs(code: str, monkeypatch=None) -> list[str]:
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
-    assert len(calls) == 1, "the install cell should make exactly one pip call in Colab"
-    args = calls[0]
-    assert args[1:4] == ["-m", "pip", "install"]
-    return [a for a in args[4:] if not a.startswith("-")]
+    assert 1 <= len(calls) <= 2, (
+        "the install cell makes one pip call (two with --no-deps)"
+    )
+    for args in calls:
+        assert args[1:4] == ["-m", "pip", "install"]
+    if len(calls) == 2:  # the second installs only what requirements-nodeps.txt pins
+        assert "--no-deps" in calls[1], (
+            "a second pip call is only for --no-deps packages"
+        )
+        nodeps = pinned_requirements(("requirements-nodeps.txt",))
+        for spec in calls[1][4:]:
+            if not spec.startswith("-"):
+                assert Requirement(spec).name in nodeps, spec
+    return [a for args in calls for a in args[4:] if not a.startswith("-")]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -41,7 +41,12 @@ from sphinx.util import logging
 logger = logging.getLogger(__name__)
 
 #: Inputs of every chapter that jupyter-cache does not see (relative to the source folder).
-DEFAULT_GLOBS = ("llmbook/**/*.py", "llmbook/data/*", "requirements.txt")
+DEFAULT_GLOBS = (
+    "llmbook/**/*.py",
+    "llmbook/data/*",
+    "requirements.txt",
+    "requirements-nodeps.txt",
+)
 #: Must equal ``llmbook.env.REPORTED_PACKAGES`` (a test checks it); not imported, to keep
 #: the build from importing the package.
 DEFAULT_PACKAGES = (
