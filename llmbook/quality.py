@@ -1,7 +1,9 @@
 """How far a model's next-token predictions moved: perplexity, KL divergence, top-1.
 
 All three are computed per text chunk, so every number comes with a spread: a 95%
-bootstrap interval of the mean over chunks (:func:`interval`). A format is called better
+percentile-bootstrap interval of the mean over chunks (:func:`interval`). With a dozen
+chunks such an interval covers somewhat less often than its nominal level (it ignores
+that the spread itself is estimated), so read it as a lower bound on the uncertainty. A format is called better
 or worse than another only where the interval of their *paired* per-chunk difference
 excludes zero (:func:`paired_interval`): the chunks are the same text for every format,
 so their difficulty cancels in the difference.

@@ -152,11 +152,16 @@ def eval_text(split: str = "test") -> str:
 
 
 def eval_chunks(tokenizer, n_chunks: int, length: int, split: str = "test"):
-    """``n_chunks`` consecutive, non-overlapping chunks of ``length`` tokens, as a
-    (n_chunks, length) tensor of token ids, from the start of the split's text."""
+    """``n_chunks`` non-overlapping chunks of ``length`` tokens spread evenly over the
+    split's text (the first at its start, the last at its end), as a (n_chunks, length)
+    tensor of token ids: a sample of the whole split, not of a few adjacent topics."""
+    import torch
+
     ids = tokenizer(eval_text(split), return_tensors="pt").input_ids[0]
     if ids.numel() < n_chunks * length:
         raise ValueError(
             f"the {split} split has {ids.numel()} tokens, fewer than {n_chunks} x {length}"
         )
-    return ids[: n_chunks * length].view(n_chunks, length)
+    last = ids.numel() - length
+    starts = [round(i * last / max(n_chunks - 1, 1)) for i in range(n_chunks)]
+    return torch.stack([ids[s : s + length] for s in starts])

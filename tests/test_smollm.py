@@ -102,6 +102,9 @@ def test_quality_of_the_reference_against_itself_and_a_perturbed_copy(reference)
     tok = smollm.load_tokenizer()
     chunks = smollm.eval_chunks(tok, 2, 32)
     assert chunks.shape == (2, 32)
+    ids = tok(smollm.eval_text("test"), return_tensors="pt").input_ids[0]
+    # spread over the split, not adjacent: the first at its start, the last at its end
+    assert chunks[0].equal(ids[:32]) and chunks[1].equal(ids[-32:])
     ref = quality.log_probs(reference, chunks)
     same = quality.Quality.of(ref, chunks, ref)
     assert same.kl.abs().max() < 1e-6 and (same.top1 == 1).all()
