@@ -257,15 +257,28 @@ def _meter_bytes(quantization: str, unquantized: int) -> int | None:
 
 
 def empty_model(config, dtype):
-    """:func:`llmbook.models.meta_model`, with one clear error for an unknown architecture."""
+    """:func:`llmbook.models.meta_model`, with one clear error for an unknown architecture.
+
+    The last few are kept (keyed by the config's JSON and the dtype): a meta model holds
+    no data, and a search over sequence lengths asks for the same one many times. Callers
+    only read it."""
     from .models import meta_model
 
-    try:
-        return meta_model(config, dtype)
-    except ValueError as exc:
-        raise EstimateError(
-            f"transformers has no causal-LM class for model type {config.model_type!r}: {exc}"
-        ) from None
+    key = (config.to_json_string(), str(dtype))
+    if key not in _EMPTY_MODELS:
+        try:
+            model = meta_model(config, dtype)
+        except ValueError as exc:
+            raise EstimateError(
+                f"transformers has no causal-LM class for model type {config.model_type!r}: {exc}"
+            ) from None
+        while len(_EMPTY_MODELS) >= 8:
+            _EMPTY_MODELS.pop(next(iter(_EMPTY_MODELS)))
+        _EMPTY_MODELS[key] = model
+    return _EMPTY_MODELS[key]
+
+
+_EMPTY_MODELS: dict[tuple[str, str], Any] = {}
 
 
 def estimate(
@@ -622,10 +635,18 @@ def _print_job(config, args) -> int:
 # --- the whole job: weights plus what inference or training adds ---------------------
 
 #: What the memory calculator (the web page and :func:`breakdown`) can estimate:
-#: inference; full fine-tuning with ``torch.autocast`` (fp32 weights), with a model held in
-#: bf16 throughout, or with 16-bit weights and an fp32 master copy (DeepSpeed, Apex); LoRA
-#: and QLoRA.
-RECIPES = ("inference", "full", "full-bf16", "full-master", "lora", "qlora")
+#: inference; full fine-tuning with ``torch.autocast`` (fp32 weights), in plain fp32, with
+#: a model held in bf16 throughout, or with 16-bit weights and an fp32 master copy
+#: (DeepSpeed, Apex); LoRA and QLoRA.
+RECIPES = (
+    "inference",
+    "full",
+    "full-fp32",
+    "full-bf16",
+    "full-master",
+    "lora",
+    "qlora",
+)
 #: Linear layers a LoRA adapter is attached to (all of a Llama block's projections).
 LORA_TARGETS = (
     "q_proj",
@@ -752,6 +773,42 @@ def usable_bytes(gpu: str) -> int:
     return int((total_mib * 1024**2 - CUDA_RESERVE_BYTES) * (1 - ALLOCATOR_SLACK))
 
 
+def longest_context(
+    config, gpu: str, recipe: str, limit: int = 131072, **options: Any
+) -> int:
+    """The most tokens per sequence for which :func:`breakdown` (``recipe``, ``options``)
+    fits in :func:`usable_bytes` of ``gpu``, up to ``limit``; 0 when not even one does."""
+    return longest_contexts(config, [gpu], recipe, limit, **options)[gpu]
+
+
+def longest_contexts(
+    config, gpus: list[str], recipe: str, limit: int = 131072, **options: Any
+) -> dict[str, int]:
+    """:func:`longest_context` for each of ``gpus``, computing the job's bytes once."""
+    # every part is a polynomial of degree <= 2 in the tokens (eager attention's scores are
+    # the square), so three evaluations give it exactly and the search costs no more
+    t0, t1, t2 = (
+        sum(breakdown(config, recipe, context=t, **options).values()) for t in (0, 1, 2)
+    )
+    c2 = (t2 - 2 * t1 + t0) // 2
+
+    def total(tokens: int) -> int:
+        return t0 + (t1 - t0 - c2) * tokens + c2 * tokens**2
+
+    out = {}
+    for gpu in gpus:
+        budget = usable_bytes(gpu)
+        if total(1) > budget:
+            out[gpu] = 0
+            continue
+        low, high = 1, limit  # total() grows with tokens: bisect for the last that fits
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if total(mid) <= budget else (low, mid - 1)
+        out[gpu] = low
+    return out
+
+
 def fits_on(total_bytes: int) -> list[str]:
     """The GPUs of :data:`GPUS` whose usable memory holds ``total_bytes``."""
     return [gpu for gpu in GPUS if total_bytes <= usable_bytes(gpu)]
@@ -858,7 +915,9 @@ def training_activation_bytes(
     16-bit or 4-bit base), each layer keeps ``16h + 2I + 28r`` bytes per token more,
     measured: PEFT runs the adapters in fp32, keeping fp32 copies of their inputs and each
     adapter's rank-``r`` intermediate (7 x 4 bytes per rank). A frozen nf4 base keeps the
-    same bytes as a frozen 16-bit one.
+    same bytes as a frozen 16-bit one. Over an fp32 base (``compute="fp32"``, nf4 with fp32
+    compute alike) no copies are made and the frozen norms keep less: ``28r - 8h`` bytes per
+    layer and token, and ``12h`` bytes less outside the layers.
     """
     if compute not in COMPUTE_MODES:
         raise EstimateError(
@@ -900,7 +959,10 @@ def training_activation_bytes(
         per_layer += autocast_extra if compute == "autocast" else 0
         layer_input = 4 * h if compute == "autocast" else 2 * h
     outside += 4 * config.vocab_size
-    if lora_rank:
+    if lora_rank and compute == "fp32":
+        per_layer += 28 * lora_rank - 8 * h
+        outside -= 12 * h
+    elif lora_rank:
         per_layer += 16 * h + 2 * inter + 28 * lora_rank
     per_token = (
         layers * layer_input + per_layer if checkpointing else layers * per_layer
@@ -1053,13 +1115,16 @@ def breakdown(
     - ``full``: ``torch.autocast`` to bf16 over fp32 weights with AdamW: fp32 weights and
       gradients, two fp32 moments, autocast's bf16 weight copies, activations (18 bytes
       per parameter before activations).
+    - ``full-fp32``: plain fp32 training with AdamW, no autocast (16 bytes per parameter).
     - ``full-bf16``: the model held in bf16, AdamW's moments in bf16 too (8 bytes per
       parameter).
     - ``full-master``: 16-bit weights and gradients, an fp32 master copy and fp32 moments,
       as DeepSpeed and Apex keep them (16 bytes per parameter).
-    - ``lora``: frozen 16-bit base (``dtype``), an fp32 adapter with its gradients and Adam
-      moments (16 bytes per adapter parameter), activations of a 16-bit model with adapters.
-    - ``qlora``: the same with an nf4 base (``double_quant`` applies).
+    - ``lora``: frozen base in ``dtype``, an fp32 adapter with its gradients and Adam
+      moments (16 bytes per adapter parameter), activations of a model in ``dtype`` with
+      adapters (computing in fp32 when ``dtype`` is fp32, else in 16 bits).
+    - ``qlora``: the same with an nf4 base (``double_quant`` applies); ``dtype`` is the
+      compute dtype and that of the unquantized parts.
 
     ``attention`` ("sdpa" or "eager") applies to the training recipes' activations.
     The optimizer's state follows :func:`optimizer_state_bytes` (``optimizer``: "adamw",
@@ -1083,7 +1148,7 @@ def breakdown(
         }
     if recipe.startswith("full"):
         n = estimate(config, torch.bfloat16).n_parameters
-        compute = "autocast" if recipe == "full" else "bf16"
+        compute = {"full": "autocast", "full-fp32": "fp32"}.get(recipe, "bf16")
         activations = training_activation_bytes(
             config, batch, context, checkpointing, compute, attention=attention
         )
@@ -1091,6 +1156,13 @@ def breakdown(
         states = optimizer_state_bytes(
             trainable_numels(config, recipe), optimizer, state_width
         )
+        if recipe == "full-fp32":
+            return {
+                "weights": 4 * n,
+                "gradients": 4 * n,
+                "optimizer": states,
+                "activations": activations,
+            }
         if recipe == "full":
             return {
                 "weights": 4 * n,
@@ -1113,8 +1185,9 @@ def breakdown(
             "optimizer": states,
             "activations": activations,
         }
+    compute = "fp32" if width == 4 else "bf16"
     activations = training_activation_bytes(
-        config, batch, context, checkpointing, "bf16", lora_rank, attention
+        config, batch, context, checkpointing, compute, lora_rank, attention
     )
     base = estimate(
         config, dtype, "nf4" if recipe == "qlora" else None, double_quant

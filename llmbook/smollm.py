@@ -141,14 +141,20 @@ def load(dtype: Any = "float32", **from_pretrained_kwargs: Any):
     return model.eval()
 
 
-def eval_text(split: str = "test") -> str:
-    """The evaluation text: the ``"dev"`` or ``"test"`` half of ``pydoc_data.topics``."""
+def topic_names(split: str = "test") -> list[str]:
+    """The names of the ``"dev"`` or ``"test"`` half of ``pydoc_data.topics`` (sorted)."""
     from pydoc_data.topics import topics
 
     names = sorted(topics)
     half = len(names) // 2
-    chosen = {"dev": names[:half], "test": names[half:]}[split]
-    return "\n\n".join(topics[name] for name in chosen)
+    return {"dev": names[:half], "test": names[half:]}[split]
+
+
+def eval_text(split: str = "test") -> str:
+    """The evaluation text: the ``"dev"`` or ``"test"`` half of ``pydoc_data.topics``."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[name] for name in topic_names(split))
 
 
 def eval_chunks(tokenizer, n_chunks: int, length: int, split: str = "test"):

@@ -438,17 +438,19 @@ def memory_vectors() -> list[dict]:
     ]
     options += [
         dict(recipe=r, checkpointing=c)
-        for r in ("full", "full-bf16", "full-master")
+        for r in ("full", "full-fp32", "full-bf16", "full-master")
         for c in (False, True)
     ]
     options += [
         dict(recipe="lora", dtype="float16", lora_rank=8),
+        dict(recipe="lora", dtype="float32"),
+        dict(recipe="qlora", dtype="float32", checkpointing=True),
         dict(recipe="qlora", double_quant=True),
         dict(recipe="qlora", checkpointing=True, lora_rank=64),
     ]
     options += [  # the other optimizers, on every training recipe
         dict(recipe=r, optimizer=o)
-        for r in ("full", "full-bf16", "full-master", "lora", "qlora")
+        for r in ("full", "full-fp32", "full-bf16", "full-master", "lora", "qlora")
         for o in ("adamw8bit", "sgd")
     ]
     options += [  # eager attention keeps the s x s scores

@@ -141,6 +141,11 @@ def test_recipes_count_bytes_per_parameter():
     full = breakdown(config, "full")
     assert full["weights"] + full["gradients"] + full["optimizer"] == 16 * n + steps
     assert full["autocast_cache"] == autocast_cache_bytes(config)
+    plain = breakdown(config, "full-fp32")
+    assert plain["weights"] + plain["gradients"] + plain["optimizer"] == 16 * n + steps
+    assert plain["activations"] == training_activation_bytes(
+        config, 1, 2048, compute="fp32"
+    )
     pure = breakdown(config, "full-bf16")
     assert pure["weights"] + pure["gradients"] + pure["optimizer"] == 8 * n + steps
     master = breakdown(config, "full-master")
@@ -150,22 +155,28 @@ def test_recipes_count_bytes_per_parameter():
         training_activation_bytes(config, 1, 8, compute="fp8")
 
 
-@pytest.mark.parametrize("base", ["bf16", "nf4"])
-@pytest.mark.parametrize("rank", [8, 64])
-def test_lora_and_qlora_activations_within_5_percent(tmp_path, base, rank):
-    """PEFT adapters on all seven projections over a frozen bf16 (LoRA) or nf4 (QLoRA) base."""
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("base", ["16-bit or fp32", "nf4"])
+@pytest.mark.parametrize(("shape", "rank"), [("gqa", 8), ("gqa", 64), ("mha", 16)])
+def test_lora_and_qlora_activations_within_5_percent(
+    tmp_path, base, shape, rank, dtype
+):
+    """PEFT adapters on all seven projections over a frozen base (LoRA) or nf4 base
+    (QLoRA), computing in bf16 or in fp32."""
     from peft import LoraConfig, get_peft_model
 
     from llmbook.memory import LORA_TARGETS
 
     config = LlamaConfig(
-        num_hidden_layers=3, max_position_embeddings=512, **SHAPES["gqa"]
+        num_hidden_layers=3, max_position_embeddings=512, **SHAPES[shape]
     )
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     if base == "nf4":
         model.save_pretrained(tmp_path)
-        model = AutoModelForCausalLM.from_pretrained(tmp_path, **load_kwargs("nf4-dq"))
+        model = AutoModelForCausalLM.from_pretrained(
+            tmp_path, **load_kwargs("nf4-dq", compute_dtype=dtype)
+        )
     model = get_peft_model(
         model, LoraConfig(r=rank, target_modules=list(LORA_TARGETS), lora_dropout=0.0)
     ).train()
@@ -173,12 +184,16 @@ def test_lora_and_qlora_activations_within_5_percent(tmp_path, base, rank):
     measured, _ = saved_for_backward(
         model, lambda: model(input_ids=ids, labels=ids).loss
     )
-    predicted = training_activation_bytes(config, 2, 96, compute="bf16", lora_rank=rank)
+    compute = "fp32" if dtype == torch.float32 else "bf16"
+    predicted = training_activation_bytes(
+        config, 2, 96, compute=compute, lora_rank=rank
+    )
     assert abs(predicted - measured) / measured < 0.05, (predicted, measured)
     assert (
         breakdown(
             config,
             "qlora" if base == "nf4" else "lora",
+            dtype=dtype,
             batch=2,
             context=96,
             lora_rank=rank,
@@ -264,3 +279,32 @@ def test_dropout_is_refused_in_one_sentence():
 
     with pytest.raises(EstimateError, match="dropout .* set them to 0"):
         training_activation_bytes(GPT2Config(n_layer=2), 1, 8)
+
+
+def test_fp32_lora_at_a_real_models_shape_within_1_percent():
+    """SmolLM2-135M's block shape (h 576, I 1536, 9 heads, 3 KV heads), six layers, an fp32
+    base: the per-layer term must be right, not just small enough to hide in 5%."""
+    from peft import LoraConfig, get_peft_model
+
+    from llmbook.memory import LORA_TARGETS
+
+    config = LlamaConfig(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=2048,
+        num_hidden_layers=6,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = get_peft_model(
+        model, LoraConfig(r=16, target_modules=list(LORA_TARGETS), lora_dropout=0.0)
+    ).train()
+    ids = torch.randint(0, config.vocab_size, (2, 64))
+    measured, _ = saved_for_backward(
+        model, lambda: model(input_ids=ids, labels=ids).loss
+    )
+    predicted = training_activation_bytes(config, 2, 64, compute="fp32", lora_rank=16)
+    assert abs(predicted - measured) / measured < 0.01, (predicted, measured)

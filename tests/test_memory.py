@@ -349,3 +349,36 @@ PRESETS_7B = {
     "num_key_value_heads": 32,
     "vocab_size": 32000,
 }
+
+
+@pytest.mark.parametrize(
+    ("recipe", "options", "gpu"),
+    [
+        ("qlora", dict(checkpointing=True), "T4"),
+        ("full", dict(attention="eager"), "H100 80GB"),
+        ("inference", dict(batch=3), "T4"),
+    ],
+)
+def test_longest_context_is_the_last_that_fits(recipe, options, gpu):
+    """The closed form inside longest_context agrees with breakdown at the boundary."""
+    from transformers import LlamaConfig
+
+    from llmbook.memory import PRESETS, breakdown, longest_context, usable_bytes
+
+    config = LlamaConfig(**PRESETS["Llama-3.2-1B"])
+    n = longest_context(config, gpu, recipe, **options)
+    assert 0 < n < 131072
+
+    def total(tokens):
+        return sum(breakdown(config, recipe, context=tokens, **options).values())
+
+    assert total(n) <= usable_bytes(gpu) < total(n + 1)
+
+
+def test_longest_context_is_zero_when_the_weights_do_not_fit():
+    from transformers import LlamaConfig
+
+    from llmbook.memory import PRESETS, longest_context
+
+    config = LlamaConfig(**PRESETS["Llama-2-70B"])
+    assert longest_context(config, "T4", "full", checkpointing=True) == 0

@@ -198,3 +198,12 @@ def test_cli_says_what_the_meter_reports_for_wrapper_formats(tmp_path, capsys):
     assert "the unquantized size" in out and "what the tensors hold" in out
     assert memory.format_bytes(est.total_bytes) in out
     assert est.total_bytes < est.footprint_bytes
+
+
+def test_topic_splits_are_disjoint_halves_in_name_order():
+    from pydoc_data.topics import topics
+
+    dev, test = smollm.topic_names("dev"), smollm.topic_names("test")
+    assert dev + test == sorted(topics)
+    assert abs(len(dev) - len(test)) <= 1
+    assert smollm.eval_text("dev").startswith(topics[dev[0]])

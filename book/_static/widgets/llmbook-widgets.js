@@ -146,7 +146,7 @@
 
   // ---------------------------------------------------------------- memory
   const BLOCK4 = 64; const NESTED = 256; const CODE4 = 16; const CODE8 = 256;
-  const RECIPES = ["inference", "full", "full-bf16", "full-master", "lora", "qlora"];
+  const RECIPES = ["inference", "full", "full-fp32", "full-bf16", "full-master", "lora", "qlora"];
   const COMPUTE_MODES = ["fp32", "bf16", "autocast"];
   const ATTENTIONS = ["sdpa", "eager"];
 
@@ -223,7 +223,9 @@
       layerInput = compute === "autocast" ? 4 * h : 2 * h;
     }
     outside += 4 * c.vocab_size;
-    if (loraRank) perLayer += 16 * h + 2 * c.intermediate_size + 28 * loraRank; // PEFT's fp32 adapters, measured
+    // PEFT's fp32 adapters, measured: fp32 copies of their inputs over a 16-bit base, none over fp32
+    if (loraRank && compute === "fp32") { perLayer += 28 * loraRank - 8 * h; outside -= 12 * h; }
+    else if (loraRank) perLayer += 16 * h + 2 * c.intermediate_size + 28 * loraRank;
     const perToken = checkpointing ? L * layerInput + perLayer : L * perLayer;
     return batch * seq * (perToken + outside);
   }
@@ -289,18 +291,19 @@
     if (opts.recipe.startsWith("full")) {
       const n = parameters(c);
       const act = trainingActivationBytes(c, opts.batch, opts.context, opts.checkpointing,
-        opts.recipe === "full" ? "autocast" : "bf16", null, opts.attention);
+        { full: "autocast", "full-fp32": "fp32" }[opts.recipe] || "bf16", null, opts.attention);
       const states = optimizerStateBytes(trainableNumels(c, opts.recipe), opts.optimizer,
         opts.recipe === "full-bf16" ? 2 : 4);
       if (opts.recipe === "full") {
         return { weights: 4 * n, gradients: 4 * n, optimizer: states, autocast_cache: autocastCacheBytes(c),
           activations: act };
       }
+      if (opts.recipe === "full-fp32") return { weights: 4 * n, gradients: 4 * n, optimizer: states, activations: act };
       if (opts.recipe === "full-bf16") return { weights: 2 * n, gradients: 2 * n, optimizer: states, activations: act };
       return { weights: 2 * n, gradients: 2 * n, master_weights: 4 * n, optimizer: states, activations: act };
     }
-    const act = trainingActivationBytes(c, opts.batch, opts.context, opts.checkpointing, "bf16", opts.lora_rank,
-      opts.attention);
+    const act = trainingActivationBytes(c, opts.batch, opts.context, opts.checkpointing,
+      width === 4 ? "fp32" : "bf16", opts.lora_rank, opts.attention);
     const base = weightBytes(c, width, opts.recipe === "qlora" ? "nf4" : null, opts.double_quant);
     const p = loraParameters(c, opts.lora_rank);
     const states = optimizerStateBytes(trainableNumels(c, opts.recipe, opts.lora_rank), opts.optimizer, 4);
@@ -466,6 +469,7 @@
     }
     const recipe = select("recipe", "job", [["inference", "inference"],
       ["full", "full fine-tune, torch.autocast (fp32 weights, AdamW)"],
+      ["full-fp32", "full fine-tune in plain fp32 (AdamW)"],
       ["full-bf16", "full fine-tune, model in bf16 (AdamW in bf16)"],
       ["full-master", "full fine-tune, 16-bit + fp32 master (DeepSpeed, Apex)"],
       ["lora", "LoRA"], ["qlora", "QLoRA (nf4 base)"]]);
