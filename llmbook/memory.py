@@ -1156,10 +1156,10 @@ def breakdown(
         states = optimizer_state_bytes(
             trainable_numels(config, recipe), optimizer, state_width
         )
-        if recipe == "full-fp32":
+        if recipe in ("full-fp32", "full-bf16"):  # weights, gradients, states alike
             return {
-                "weights": 4 * n,
-                "gradients": 4 * n,
+                "weights": state_width * n,
+                "gradients": state_width * n,
                 "optimizer": states,
                 "activations": activations,
             }
@@ -1169,13 +1169,6 @@ def breakdown(
                 "gradients": 4 * n,
                 "optimizer": states,
                 "autocast_cache": autocast_cache_bytes(config),
-                "activations": activations,
-            }
-        if recipe == "full-bf16":
-            return {
-                "weights": 2 * n,
-                "gradients": 2 * n,
-                "optimizer": states,
                 "activations": activations,
             }
         return {

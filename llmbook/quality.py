@@ -89,3 +89,11 @@ def perplexity_interval(q: Quality, **kw) -> tuple[float, float]:
     """Perplexity's interval: ``exp`` of the mean NLL's interval."""
     lo, hi = interval(q.nll, **kw)
     return float(torch.tensor(lo).exp()), float(torch.tensor(hi).exp())
+
+
+def with_interval(values: torch.Tensor, scale: float = 1.0, digits: int = 2) -> str:
+    """``"mean [low, high]"`` of ``values`` times ``scale``: the mean and
+    :func:`interval`'s bounds, as the quality tables print them."""
+    low, high = (scale * v for v in interval(values))
+    mean = float(values.mean()) * scale
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"

@@ -207,3 +207,14 @@ def test_topic_splits_are_disjoint_halves_in_name_order():
     assert dev + test == sorted(topics)
     assert abs(len(dev) - len(test)) <= 1
     assert smollm.eval_text("dev").startswith(topics[dev[0]])
+
+
+def test_with_interval_prints_the_mean_and_the_bootstrap_bounds():
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    low, high = quality.interval(values)
+    assert low < 2.5 < high
+    assert (
+        quality.with_interval(values, 10, 1)
+        == f"25.0 [{10 * low:.1f}, {10 * high:.1f}]"
+    )
+    assert quality.with_interval(torch.full((5,), 0.5)) == "0.50 [0.50, 0.50]"
