@@ -3,10 +3,10 @@
 All three are computed per text chunk, so every number comes with a spread: a 95%
 percentile-bootstrap interval of the mean over chunks (:func:`interval`). With a dozen
 chunks such an interval covers somewhat less often than its nominal level (it ignores
-that the spread itself is estimated), so read it as a lower bound on the uncertainty. A format is called better
-or worse than another only where the interval of their *paired* per-chunk difference
-excludes zero (:func:`paired_interval`): the chunks are the same text for every format,
-so their difficulty cancels in the difference.
+that the spread itself is estimated), so read it as a lower bound on the uncertainty.
+A format is called better or worse than another only where the interval of their
+*paired* per-chunk difference excludes zero (:func:`paired_interval`): the chunks are
+the same text for every format, so their difficulty cancels in the difference.
 
 - **perplexity**: ``exp`` of the mean negative log-likelihood of each next token.
 - **KL divergence** ``KL(reference || model)`` of the next-token distributions, per

@@ -298,8 +298,10 @@
         return { weights: 4 * n, gradients: 4 * n, optimizer: states, autocast_cache: autocastCacheBytes(c),
           activations: act };
       }
-      if (opts.recipe === "full-fp32") return { weights: 4 * n, gradients: 4 * n, optimizer: states, activations: act };
-      if (opts.recipe === "full-bf16") return { weights: 2 * n, gradients: 2 * n, optimizer: states, activations: act };
+      if (opts.recipe === "full-fp32" || opts.recipe === "full-bf16") { // weights, gradients, states alike
+        const w = opts.recipe === "full-bf16" ? 2 : 4;
+        return { weights: w * n, gradients: w * n, optimizer: states, activations: act };
+      }
       return { weights: 2 * n, gradients: 2 * n, master_weights: 4 * n, optimizer: states, activations: act };
     }
     const act = trainingActivationBytes(c, opts.batch, opts.context, opts.checkpointing,
