@@ -598,7 +598,20 @@ def _print_job(config, args) -> int:
         args.optimizer,
         args.attention,
     )
-    total = sum(parts.values())
+    moment, live = peak(
+        config,
+        args.recipe,
+        dtype=dtype,
+        quantization=args.quantization,
+        double_quant=args.double_quant,
+        batch=args.batch,
+        context=args.seq,
+        checkpointing=args.checkpointing,
+        lora_rank=args.lora_rank,
+        optimizer=args.optimizer,
+        attention=args.attention,
+    )
+    total = sum(live.values())
     if args.json:
         print(
             json.dumps(
@@ -610,6 +623,8 @@ def _print_job(config, args) -> int:
                     "optimizer": args.optimizer,
                     "attention": args.attention,
                     "parts": parts,
+                    "peak_moment": moment,
+                    "peak_parts": live,
                     "total_bytes": total,
                     "fits_on": fits_on(total),
                 },
@@ -624,7 +639,13 @@ def _print_job(config, args) -> int:
     )
     for part, n in parts.items():
         print(f"  {part:15s} {n / GIB:10.3f} GiB")
-    print(f"  {'total':15s} {format_bytes(total)}")
+    if args.recipe != "inference":
+        print(f"peak, during the {moment}: the parts alive then")
+        for part, n in live.items():
+            print(f"  {part:21s} {n / GIB:10.3f} GiB")
+    print(
+        f"  {'peak' if args.recipe != 'inference' else 'total':15s} {format_bytes(total)}"
+    )
     if args.gpu:
         print(_fits_line(total, args.gpu))
     else:
@@ -776,8 +797,9 @@ def usable_bytes(gpu: str) -> int:
 def longest_context(
     config, gpu: str, recipe: str, limit: int = 131072, **options: Any
 ) -> int:
-    """The most tokens per sequence for which :func:`breakdown` (``recipe``, ``options``)
-    fits in :func:`usable_bytes` of ``gpu``, up to ``limit``; 0 when not even one does."""
+    """The most tokens per sequence for which the peak (:func:`peak_bytes`, ``recipe``,
+    ``options``) fits in :func:`usable_bytes` of ``gpu``, up to ``limit``; 0 when not
+    even one does."""
     return longest_contexts(config, [gpu], recipe, limit, **options)[gpu]
 
 
@@ -785,15 +807,18 @@ def longest_contexts(
     config, gpus: list[str], recipe: str, limit: int = 131072, **options: Any
 ) -> dict[str, int]:
     """:func:`longest_context` for each of ``gpus``, computing the job's bytes once."""
-    # every part is a polynomial of degree <= 2 in the tokens (eager attention's scores are
-    # the square), so three evaluations give it exactly and the search costs no more
-    t0, t1, t2 = (
-        sum(breakdown(config, recipe, context=t, **options).values()) for t in (0, 1, 2)
-    )
-    c2 = (t2 - 2 * t1 + t0) // 2
+    # each moment of the step is a polynomial of degree <= 2 in the tokens (eager
+    # attention's scores are the square), so three evaluations give each exactly; the
+    # peak is the largest of them, and the search costs no more
+    samples = [step_phases(config, recipe, context=t, **options) for t in (0, 1, 2)]
+    coefficients = []
+    for moment in samples[0]:
+        t0, t1, t2 = (sum(s[moment].values()) for s in samples)
+        c2 = (t2 - 2 * t1 + t0) // 2
+        coefficients.append((t0, t1 - t0 - c2, c2))
 
     def total(tokens: int) -> int:
-        return t0 + (t1 - t0 - c2) * tokens + c2 * tokens**2
+        return max(a + b * tokens + c * tokens**2 for a, b, c in coefficients)
 
     out = {}
     for gpu in gpus:
@@ -872,6 +897,7 @@ def training_activation_bytes(
     compute: str = "autocast",
     lora_rank: int | None = None,
     attention: str = "sdpa",
+    _per_layer_only: bool = False,
 ) -> int:
     """Bytes autograd keeps for the backward pass of a Llama-style model (RMSNorm, SwiGLU
     MLP, rotary attention through PyTorch's SDPA, which keeps no seq x seq matrix), all
@@ -967,6 +993,8 @@ def training_activation_bytes(
     per_token = (
         layers * layer_input + per_layer if checkpointing else layers * per_layer
     )
+    if _per_layer_only:
+        return batch * seq * per_layer
     return batch * seq * (per_token + outside)
 
 
@@ -1146,9 +1174,9 @@ def breakdown(
             "kv_cache": kv_cache_bytes(config, batch, context, width),
             "activations": prefill_activation_bytes(config, batch, context, width),
         }
+    compute = _compute_mode(recipe, width)
     if recipe.startswith("full"):
         n = estimate(config, torch.bfloat16).n_parameters
-        compute = {"full": "autocast", "full-fp32": "fp32"}.get(recipe, "bf16")
         activations = training_activation_bytes(
             config, batch, context, checkpointing, compute, attention=attention
         )
@@ -1178,7 +1206,6 @@ def breakdown(
             "optimizer": states,
             "activations": activations,
         }
-    compute = "fp32" if width == 4 else "bf16"
     activations = training_activation_bytes(
         config, batch, context, checkpointing, compute, lora_rank, attention
     )
@@ -1195,3 +1222,201 @@ def breakdown(
         ),
         "activations": activations,
     }
+
+
+def _compute_mode(recipe: str, width: int) -> str:
+    """How a training recipe computes (:data:`COMPUTE_MODES`); ``width``: its dtype's bytes."""
+    if recipe == "full":
+        return "autocast"
+    if recipe == "full-fp32" or (recipe in ("lora", "qlora") and width == 4):
+        return "fp32"
+    return "bf16"
+
+
+# --- the peak: what is alive at each moment of a step ------------------------------
+
+#: Bytes per token and vocabulary entry that the loss's backward holds for a moment: the
+#: fp32 gradients of the log-softmax's output and of its input (measured: 8, in fp32, bf16
+#: and under autocast).
+LOSS_BACKWARD_BYTES = 8
+#: What the backward pass of one layer holds beyond that layer's own activations (the
+#: gradients of its intermediates), as a share of them: measured between 0.4 and 0.7.
+BACKWARD_WORKSPACE = 0.5
+#: The moments of a training step :func:`step_phases` counts, in order.
+PHASES = (
+    "forward",
+    "loss backward",
+    "backward start",
+    "backward end",
+    "embedding backward",
+    "optimizer step",
+)
+
+
+def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
+    """The parts alive at each moment of a job (``options`` as for :func:`breakdown`),
+    as ``{moment: {part: bytes}}``; the largest total is the job's peak (:func:`peak`).
+
+    Inference has one moment, the prompt pass: :func:`breakdown`'s parts. A training step
+    (the default loop ``out = model(**batch); out.loss.backward(); optimizer.step();
+    optimizer.zero_grad()``, one batch per step) has six, measured on CPU with torch's
+    memory profiler at several shapes (the book's tests hold the largest within 5%):
+
+    - ``forward``, as the loss is computed: weights and optimizer states (kept between
+      steps), the saved activations, autocast's weight copies, the logits the loop keeps
+      (``V`` values per token in the compute dtype) and, for 16-bit logits, the loss's
+      fp32 copy of them (``4 V`` bytes per token). Gradients do not exist yet:
+      ``zero_grad()`` sets them to ``None``.
+    - ``loss backward``: the same, but autocast keeps only the copies autograd saved (the
+      head's alone with checkpointing) and the loss's backward holds
+      :data:`LOSS_BACKWARD_BYTES` per token and vocabulary entry instead of the fp32 copy:
+      the peak whenever the vocabulary is large against the model.
+    - ``backward start``, at the first layer it reaches (the top one): the head's gradient
+      (full fine-tuning), every layer's activations but the loss's log-softmax (freed), the
+      layer's gradient workspace (:data:`BACKWARD_WORKSPACE` of its activations), under
+      QLoRA one projection dequantized to the compute dtype.
+    - ``backward end``, at its last layer: every gradient but that layer's (and the input
+      embedding's, computed after it, when it is not tied to the head), the layer's
+      activations (recomputed with checkpointing) and its gradient workspace
+      (:data:`BACKWARD_WORKSPACE` of them), autocast's copies of that layer's weights;
+      under QLoRA, one projection dequantized to the compute dtype.
+    - ``embedding backward``: every gradient, and with embeddings tied to the head the
+      input embedding's own gradient, computed apart and added to the head's out of place
+      (measured: two more copies of it in the gradients' dtype, one under autocast).
+    - ``optimizer step``: weights, gradients, states and the optimizer's temporaries:
+      torch's AdamW on a GPU defaults to its ``foreach`` implementation, which computes
+      the denominator of every tensor at once (one more copy of the trainable parameters,
+      in the states' dtype); bitsandbytes' 8-bit AdamW and SGD with momentum update in
+      place, as do the fused optimizers of DeepSpeed and Apex (``full-master``). On a CPU,
+      torch's default loops over tensors and holds a few of them instead.
+
+    The logits are counted through the optimizer step because the loop above holds
+    ``out`` until the next batch; a loop that keeps only the loss (Hugging Face's
+    ``Trainer``) frees them after the forward pass. With gradient accumulation the
+    gradients also exist in the forward pass; add them.
+    """
+    parts = breakdown(config, recipe, **options)
+    if recipe == "inference":
+        return {"prompt pass": parts}
+    import torch
+
+    dtype = options.get("dtype", "bfloat16")
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    width = torch.tensor([], dtype=dtype).element_size()
+    compute = _compute_mode(recipe, width)
+    batch, context = options.get("batch", 1), options.get("context", 2048)
+    checkpointing = options.get("checkpointing", False)
+    rank = options.get("lora_rank", 16)
+    lora = recipe in ("lora", "qlora")
+    tokens_v = batch * context * config.vocab_size
+    logits = tokens_v * (4 if compute == "fp32" else 2)
+    layer = training_activation_bytes(
+        config,
+        batch,
+        context,
+        False,
+        compute,
+        rank if lora else None,
+        options.get("attention", "sdpa"),
+        _per_layer_only=True,
+    )
+    kept = {k: v for k, v in parts.items() if k not in ("gradients", "activations")}
+    kept.pop("autocast_cache", None)
+    saved = parts["activations"] - (layer if checkpointing else 0)
+    # the last layer's gradients, and an untied input embedding's (computed after it)
+    late_numels = _layer_numels(config, recipe, rank)
+    if recipe.startswith("full") and not getattr(config, "tie_word_embeddings", False):
+        late_numels += config.vocab_size * config.hidden_size
+    grad_width = 2 if recipe in ("full-bf16", "full-master") else 4
+    cast = {}
+    if recipe == "full":  # autocast's bf16 weight copies
+        head = 2 * config.vocab_size * config.hidden_size
+        one_layer = (parts["autocast_cache"] - head) // config.num_hidden_layers
+        cast = {
+            "forward": parts["autocast_cache"],
+            "loss backward": head if checkpointing else parts["autocast_cache"],
+            "backward start": one_layer
+            if checkpointing
+            else parts["autocast_cache"] - head,
+            "backward end": one_layer,
+        }
+    temporaries = 0
+    if options.get("optimizer", "adamw") == "adamw" and recipe != "full-master":
+        numels = sum(trainable_numels(config, recipe, rank))
+        temporaries = (2 if recipe == "full-bf16" else 4) * numels
+
+    tied_extra = 0
+    if recipe.startswith("full") and getattr(config, "tie_word_embeddings", False):
+        # the input embedding's gradient, computed apart and added to the head's out of
+        # place (measured: one more copy; under autocast, in place)
+        copies = 1 if recipe == "full" else 2
+        tied_extra = copies * grad_width * config.vocab_size * config.hidden_size
+    dequantized = 0
+    if recipe == "qlora":  # bitsandbytes dequantizes one projection at a time
+        dequantized = width * max(a * b for a, b in _block_linears(config))
+
+    def moment(name: str, **more: int) -> dict[str, int]:
+        extra = {"autocast_cache": cast.get(name, 0), **more, "logits": logits}
+        return {**kept, **{k: v for k, v in extra.items() if v}}
+
+    return {
+        "forward": moment(
+            "forward",
+            activations=saved,
+            logits_fp32=0 if compute == "fp32" else 4 * tokens_v,
+        ),
+        "loss backward": moment(
+            "loss backward",
+            activations=saved,
+            loss_backward=LOSS_BACKWARD_BYTES * tokens_v,
+        ),
+        "backward start": moment(
+            "backward start",
+            gradients=grad_width * config.vocab_size * config.hidden_size
+            if recipe.startswith("full")
+            else 0,
+            activations=parts["activations"] - 4 * tokens_v,
+            backward_workspace=int(BACKWARD_WORKSPACE * layer),
+            dequantized_weight=dequantized,
+        ),
+        "backward end": moment(
+            "backward end",
+            gradients=parts["gradients"] - grad_width * late_numels,
+            activations=layer,
+            backward_workspace=int(BACKWARD_WORKSPACE * layer),
+            dequantized_weight=dequantized,
+        ),
+        "embedding backward": moment(
+            "embedding backward",
+            gradients=parts["gradients"],
+            embedding_gradient=tied_extra,
+        ),
+        "optimizer step": moment(
+            "optimizer step",
+            gradients=parts["gradients"],
+            optimizer_temporaries=temporaries,
+        ),
+    }
+
+
+def _layer_numels(config, recipe: str, rank: int) -> int:
+    """Elements one decoder layer trains: its adapters, or all its parameters."""
+    if recipe in ("lora", "qlora"):
+        return sum(trainable_numels(config, recipe, rank)) // config.num_hidden_layers
+    import torch
+
+    model = empty_model(config, torch.bfloat16)
+    first = re.compile(r"\.(layers|h)\.0\.")
+    return sum(p.numel() for n, p in model.named_parameters() if first.search(n))
+
+
+def peak(config, recipe: str = "inference", **options: Any) -> tuple[str, dict]:
+    """The moment of :func:`step_phases` that holds the most, and its parts."""
+    phases = step_phases(config, recipe, **options)
+    moment = max(phases, key=lambda name: sum(phases[name].values()))
+    return moment, phases[moment]
+
+
+def peak_bytes(config, recipe: str = "inference", **options: Any) -> int:
+    """The job's peak in bytes: the total of :func:`peak`'s moment."""
+    return sum(peak(config, recipe, **options)[1].values())

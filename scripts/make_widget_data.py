@@ -413,7 +413,7 @@ def quant_vectors() -> list[dict]:
 def memory_vectors() -> list[dict]:
     from transformers import LlamaConfig
 
-    from llmbook.memory import PRESETS, breakdown
+    from llmbook.memory import PRESETS, breakdown, peak, step_phases
 
     rng = np.random.default_rng(2)
     configs = dict(PRESETS)
@@ -467,6 +467,7 @@ def memory_vectors() -> list[dict]:
             if name == "Llama-2-70B" and batch != 1:
                 continue  # slow to instantiate even on the meta device; one setting is enough
             parts = breakdown(config, batch=batch, context=context, **opts)
+            phases = step_phases(config, batch=batch, context=context, **opts)
             out.append(
                 {
                     "name": name,
@@ -474,6 +475,8 @@ def memory_vectors() -> list[dict]:
                     "options": {**opts, "batch": batch, "context": context},
                     "parameters": None,
                     "parts": parts,
+                    "phases": phases,
+                    "peak": list(peak(config, batch=batch, context=context, **opts)),
                 }
             )
     from llmbook.memory import estimate, fits_on
@@ -482,7 +485,7 @@ def memory_vectors() -> list[dict]:
         row["parameters"] = estimate(
             LlamaConfig(**row["config"]), "bfloat16"
         ).n_parameters
-        row["fits_on"] = fits_on(sum(row["parts"].values()))
+        row["fits_on"] = fits_on(sum(row["peak"][1].values()))
     return out
 
 

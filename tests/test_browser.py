@@ -398,7 +398,7 @@ def test_memory_calculator_by_choosing_and_typing(site, browser, shots, viewport
             and r["options"]["batch"] == 4
         )
         total = int(calc.locator("p.llmb-total").get_attribute("data-total-bytes"))
-        assert total == sum(want["parts"].values())
+        assert total == sum(want["peak"][1].values()) == sum(want["parts"].values())
         weights = (
             calc.locator("tr[data-part='weights'] td.llmb-bytes")
             .inner_text()
@@ -413,6 +413,25 @@ def test_memory_calculator_by_choosing_and_typing(site, browser, shots, viewport
         calc.locator("select[id$='-preset']").select_option("Llama-2-70B")
         calc.locator("select[data-field='recipe']").select_option("full")
         assert "none" in calc.locator("p.llmb-fits").inner_text()
+        # training: the peak is one moment of the step, the table lists every moment
+        calc.locator("select[id$='-preset']").select_option("Llama-3-8B")
+        calc.locator("input[data-field='context']").fill("2048")
+        calc.locator("input[data-field='batch']").fill("1")
+        want = next(
+            r
+            for r in VECTORS["memory"]
+            if r["name"] == "Llama-3-8B"
+            and r["options"]
+            == {"recipe": "full", "checkpointing": False}
+            | {"batch": 1, "context": 2048}
+        )
+        moment = calc.locator("p.llmb-total").get_attribute("data-moment")
+        assert moment == want["peak"][0]
+        total = int(calc.locator("p.llmb-total").get_attribute("data-total-bytes"))
+        assert total == sum(want["peak"][1].values())
+        rows = calc.locator("table.llmb-moments tr[data-moment]")
+        assert rows.count() == len(want["phases"])
+        assert calc.locator("table.llmb-moments tr.llmb-peak").count() == 1
         finish(
             v,
             shots

@@ -13,6 +13,7 @@ import torch
 from llmbook.bnb_cpu import quant_constants
 from llmbook.measure import tensor_bytes
 from llmbook.memory import (
+    PHASES,
     EstimateError,
     constants_bytes,
     estimate,
@@ -331,9 +332,8 @@ def test_cli_answers_the_whole_question(tmp_path, capsys):
     assert "T4: does NOT fit" in out and "kv_cache" in out
     assert main([str(path), "--recipe", "qlora", "--checkpointing", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert (
-        data["total_bytes"] == sum(data["parts"].values()) and "T4" in data["fits_on"]
-    )
+    assert data["total_bytes"] == sum(data["peak_parts"].values())
+    assert data["peak_moment"] in PHASES and "T4" in data["fits_on"]
     with pytest.raises(SystemExit):
         main([str(path), "--dtype", "fp8"])
     assert "unknown dtype 'fp8'" in capsys.readouterr().err
@@ -355,22 +355,23 @@ PRESETS_7B = {
     ("recipe", "options", "gpu"),
     [
         ("qlora", dict(checkpointing=True), "T4"),
+        ("lora", dict(optimizer="sgd"), "RTX 4090"),
         ("full", dict(attention="eager"), "H100 80GB"),
         ("inference", dict(batch=3), "T4"),
     ],
 )
 def test_longest_context_is_the_last_that_fits(recipe, options, gpu):
-    """The closed form inside longest_context agrees with breakdown at the boundary."""
+    """The closed form inside longest_context agrees with peak_bytes at the boundary."""
     from transformers import LlamaConfig
 
-    from llmbook.memory import PRESETS, breakdown, longest_context, usable_bytes
+    from llmbook.memory import PRESETS, longest_context, peak_bytes, usable_bytes
 
     config = LlamaConfig(**PRESETS["Llama-3.2-1B"])
     n = longest_context(config, gpu, recipe, **options)
     assert 0 < n < 131072
 
     def total(tokens):
-        return sum(breakdown(config, recipe, context=tokens, **options).values())
+        return peak_bytes(config, recipe, context=tokens, **options)
 
     assert total(n) <= usable_bytes(gpu) < total(n + 1)
 

@@ -83,10 +83,33 @@ test("memory breakdowns equal llmbook.memory.breakdown to the byte", () => {
   assert.deepEqual(failures.slice(0, 10), []);
 });
 
+test("each moment of a step and the peak equal llmbook.memory.step_phases and peak", () => {
+  const failures = [];
+  for (const row of V.memory) {
+    const got = W.stepPhases(row.config, row.options);
+    if (JSON.stringify(Object.keys(got)) !== JSON.stringify(Object.keys(row.phases))) {
+      failures.push(`${row.name} moments ${Object.keys(got)} vs ${Object.keys(row.phases)}`);
+      continue;
+    }
+    for (const [moment, parts] of Object.entries(row.phases)) {
+      assert.deepEqual(Object.keys(got[moment]).sort(), Object.keys(parts).sort(), `${row.name} ${moment}`);
+      for (const [k, v] of Object.entries(parts)) {
+        if (got[moment][k] !== v) failures.push(`${row.name} ${JSON.stringify(row.options)} ${moment} ${k}: ${got[moment][k]} vs ${v}`);
+      }
+    }
+    const [moment, parts] = W.peak(row.config, row.options);
+    if (moment !== row.peak[0] || JSON.stringify(parts) !== JSON.stringify(row.peak[1])) {
+      failures.push(`${row.name} ${JSON.stringify(row.options)} peak ${moment} vs ${row.peak[0]}`);
+    }
+  }
+  assert.ok(V.memory.some((r) => r.peak[0] === "optimizer step") && V.memory.some((r) => r.peak[0] === "loss backward"));
+  assert.deepEqual(failures.slice(0, 10), []);
+});
+
 test("the GPUs a job fits on equal llmbook.memory.fits_on", () => {
   const failures = [];
   for (const row of V.memory) {
-    const total = Object.values(row.parts).reduce((a, b) => a + b, 0);
+    const total = Object.values(row.peak[1]).reduce((a, b) => a + b, 0);
     const got = W.fitsOn(total, V.gpus);
     if (JSON.stringify(got) !== JSON.stringify(row.fits_on)) failures.push(`${row.name}: ${got} vs ${row.fits_on}`);
   }

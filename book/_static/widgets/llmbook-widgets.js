@@ -205,7 +205,7 @@
   /** llmbook.memory.training_activation_bytes: what autograd keeps for a Llama-style
    * model with SDPA attention (measured per token: 8h + 4I + 2 kv hd wide values and 2 + a
    * statistics per layer; the final norm and the loss's fp32 log-softmax, 4V bytes). */
-  function trainingActivationBytes(c, batch, seq, checkpointing, compute, loraRank, attention) {
+  function trainingActivationBytes(c, batch, seq, checkpointing, compute, loraRank, attention, perLayerOnly) {
     compute = compute || "autocast";
     attention = attention || "sdpa";
     if (COMPUTE_MODES.indexOf(compute) < 0) throw new Error("unknown compute mode " + compute);
@@ -226,6 +226,7 @@
     // PEFT's fp32 adapters, measured: fp32 copies of their inputs over a 16-bit base, none over fp32
     if (loraRank && compute === "fp32") { perLayer += 28 * loraRank - 8 * h; outside -= 12 * h; }
     else if (loraRank) perLayer += 16 * h + 2 * c.intermediate_size + 28 * loraRank;
+    if (perLayerOnly) return batch * seq * perLayer;
     const perToken = checkpointing ? L * layerInput + perLayer : L * perLayer;
     return batch * seq * (perToken + outside);
   }
@@ -312,6 +313,80 @@
     return { weights: base, adapter: 4 * p, gradients: 4 * p, optimizer: states, activations: act };
   }
 
+  /** llmbook.memory._compute_mode: how a training recipe computes. */
+  function computeMode(recipe, width) {
+    if (recipe === "full") return "autocast";
+    if (recipe === "full-fp32" || ((recipe === "lora" || recipe === "qlora") && width === 4)) return "fp32";
+    return "bf16";
+  }
+
+  const LOSS_BACKWARD_BYTES = 8;
+  const BACKWARD_WORKSPACE = 0.5;
+
+  /** Same as llmbook.memory.step_phases: the parts alive at each moment of a job. */
+  function stepPhases(c, o) {
+    const opts = Object.assign({ recipe: "inference", dtype: "bfloat16", batch: 1, context: 2048,
+      checkpointing: false, lora_rank: 16, optimizer: "adamw", attention: "sdpa" }, o || {});
+    const parts = breakdown(c, opts);
+    if (opts.recipe === "inference") return { "prompt pass": parts };
+    const recipe = opts.recipe; const width = WIDTH[opts.dtype]; const compute = computeMode(recipe, width);
+    const lora = recipe === "lora" || recipe === "qlora"; const full = recipe.startsWith("full");
+    const V = c.vocab_size; const h = c.hidden_size; const L = c.num_hidden_layers;
+    const tokensV = opts.batch * opts.context * V;
+    const logits = tokensV * (compute === "fp32" ? 4 : 2);
+    const layer = trainingActivationBytes(c, opts.batch, opts.context, false, compute,
+      lora ? opts.lora_rank : null, opts.attention, true);
+    const kept = {};
+    for (const [k, v] of Object.entries(parts)) {
+      if (k !== "gradients" && k !== "activations" && k !== "autocast_cache") kept[k] = v;
+    }
+    const saved = parts.activations - (opts.checkpointing ? layer : 0);
+    const block = blockLinears(c);
+    let late = lora ? block.reduce((s, [a, b]) => s + opts.lora_rank * (a + b), 0)
+      : block.reduce((s, [a, b]) => s + a * b, 0) + 2 * h; // a layer's projections and norms
+    if (full && !c.tie_word_embeddings) late += V * h;
+    const gradWidth = recipe === "full-bf16" || recipe === "full-master" ? 2 : 4;
+    let cast = {};
+    if (recipe === "full") {
+      const head = 2 * V * h; const oneLayer = Math.floor((parts.autocast_cache - head) / L);
+      cast = { forward: parts.autocast_cache,
+        "loss backward": opts.checkpointing ? head : parts.autocast_cache,
+        "backward start": opts.checkpointing ? oneLayer : parts.autocast_cache - head,
+        "backward end": oneLayer };
+    }
+    const tiedExtra = full && c.tie_word_embeddings ? (recipe === "full" ? 1 : 2) * gradWidth * V * h : 0;
+    const dequantized = recipe === "qlora" ? width * Math.max(...block.map(([a, b]) => a * b)) : 0;
+    const temporaries = opts.optimizer === "adamw" && recipe !== "full-master"
+      ? (recipe === "full-bf16" ? 2 : 4) * trainableNumels(c, recipe, opts.lora_rank).reduce((s, n) => s + n, 0) : 0;
+    const workspace = Math.floor(BACKWARD_WORKSPACE * layer);
+    function moment(name, more) {
+      const out = Object.assign({}, kept);
+      const extra = Object.assign({ autocast_cache: cast[name] || 0 }, more, { logits: logits });
+      for (const [k, v] of Object.entries(extra)) if (v) out[k] = v;
+      return out;
+    }
+    return {
+      forward: moment("forward", { activations: saved, logits_fp32: compute === "fp32" ? 0 : 4 * tokensV }),
+      "loss backward": moment("loss backward", { activations: saved, loss_backward: LOSS_BACKWARD_BYTES * tokensV }),
+      "backward start": moment("backward start", { gradients: full ? gradWidth * V * h : 0,
+        activations: parts.activations - 4 * tokensV, backward_workspace: workspace, dequantized_weight: dequantized }),
+      "backward end": moment("backward end", { gradients: parts.gradients - gradWidth * late, activations: layer,
+        backward_workspace: workspace, dequantized_weight: dequantized }),
+      "embedding backward": moment("embedding backward", { gradients: parts.gradients, embedding_gradient: tiedExtra }),
+      "optimizer step": moment("optimizer step", { gradients: parts.gradients, optimizer_temporaries: temporaries }),
+    };
+  }
+
+  /** Same as llmbook.memory.peak: [moment, parts] of the moment that holds the most. */
+  function peak(c, o) {
+    const phases = stepPhases(c, o); let best = null; let bestTotal = -1;
+    for (const [name, parts] of Object.entries(phases)) {
+      const total = Object.values(parts).reduce((s, v) => s + v, 0);
+      if (total > bestTotal) { best = name; bestTotal = total; }
+    }
+    return [best, phases[best]];
+  }
+
   // The GPUs a job fits on: usable bytes (nvidia-smi's total less the driver and CUDA
   // context reserve and the allocator's slack) come precomputed from llmbook.memory.
   function fitsOn(totalBytes, gpuData) {
@@ -321,7 +396,7 @@
   const api = { FORMATS, NF4, RECIPES, decode, encode, classify, neighbours, fields, roundHalfEven,
     quantizeInt8, quantizeNf4, parameters, weightBytes, kvCacheBytes, prefillActivationBytes,
     trainingActivationBytes, autocastCacheBytes, loraParameters, trainableNumels, optimizerStateBytes,
-    OPTIMIZERS, ATTENTIONS, breakdown, fitsOn };
+    OPTIMIZERS, ATTENTIONS, breakdown, stepPhases, peak, fitsOn };
 
   // ---------------------------------------------------------------- user interface
   function el(tag, attrs, children) {
@@ -438,9 +513,14 @@
 
   const PART_LABELS = { weights: "weights", kv_cache: "KV cache", activations: "activations", gradients: "gradients",
     master_weights: "fp32 master weights", optimizer: "optimizer states", adapter: "LoRA adapter",
-    autocast_cache: "autocast's bf16 weight copies" };
+    autocast_cache: "autocast's bf16 weight copies", logits: "logits the loop keeps",
+    logits_fp32: "the loss's fp32 copy of the logits", loss_backward: "the loss's backward (fp32 gradients)",
+    backward_workspace: "a layer's gradient workspace", dequantized_weight: "one projection dequantized",
+    embedding_gradient: "tied embedding's own gradient", optimizer_temporaries: "optimizer temporaries (foreach)" };
   const PART_COLORS = { weights: "#0072B2", kv_cache: "#E69F00", activations: "#009E73", gradients: "#CC79A7",
-    master_weights: "#56B4E9", optimizer: "#D55E00", adapter: "#F0E442", autocast_cache: "#999999" };
+    master_weights: "#56B4E9", optimizer: "#D55E00", adapter: "#F0E442", autocast_cache: "#999999",
+    logits: "#882255", logits_fp32: "#AA4499", loss_backward: "#332288", backward_workspace: "#117733",
+    dequantized_weight: "#DDCC77", embedding_gradient: "#44AA99", optimizer_temporaries: "#661100" };
 
   function memoryCalculator(host, presets, gpuData) {
     const id = "mc" + Math.random().toString(36).slice(2, 8);
@@ -522,14 +602,18 @@
       if (!bad.length && c.hidden_size % c.num_attention_heads) bad.push("hidden size divisible by heads");
       if (!bad.length && c.num_attention_heads % c.num_key_value_heads) bad.push("heads divisible by KV heads");
       if (bad.length) { out.appendChild(el("p", { class: "llmb-error", text: "Check: " + bad.join(", ") })); return; }
-      const parts = breakdown(c, { recipe: recipe.value, dtype: dtype.value, quantization: quant.value || null,
+      const job = { recipe: recipe.value, dtype: dtype.value, quantization: quant.value || null,
         double_quant: dq.checked, batch: Number(batch.value), context: Number(context.value),
         checkpointing: ckpt.checked, lora_rank: Number(rank.value), optimizer: optimizer.value,
-        attention: attention.value });
+        attention: attention.value };
+      const phases = stepPhases(c, job);
+      const [moment, live] = peak(c, job);
       const GiB = Math.pow(2, 30);
-      const total = Object.values(parts).reduce((s, v) => s + v, 0);
-      out.appendChild(el("p", { class: "llmb-total", "data-total-bytes": String(total),
-        text: (parameters(c) / 1e9).toFixed(2) + "B parameters; total " + (total / GiB).toFixed(2) + " GiB" }));
+      const sum = (p) => Object.values(p).reduce((s, v) => s + v, 0);
+      const total = sum(live);
+      out.appendChild(el("p", { class: "llmb-total", "data-total-bytes": String(total), "data-moment": moment,
+        text: (parameters(c) / 1e9).toFixed(2) + "B parameters; peak " + (total / GiB).toFixed(2) + " GiB, during the " +
+          moment + (recipe.value === "inference" ? "" : " (the parts alive then, below)") }));
       const maxGiB = Math.max(total / GiB, 16) * 1.08;
       const W = 640; const H = 64; const scaleX = (g) => 10 + (g / maxGiB) * (W - 20);
       const ns = "http://www.w3.org/2000/svg";
@@ -537,10 +621,10 @@
       svg.setAttribute("viewBox", `0 0 ${W} ${H + 38}`);
       svg.setAttribute("role", "img");
       svg.setAttribute("class", "llmb-bar");
-      svg.setAttribute("aria-label", "Stacked bar of memory by part, total " + (total / GiB).toFixed(2) +
+      svg.setAttribute("aria-label", "Stacked bar of memory by part at the peak, " + (total / GiB).toFixed(2) +
         " GiB, with lines at the usable memory of common GPUs");
       let x = 0;
-      for (const [k, v] of Object.entries(parts)) {
+      for (const [k, v] of Object.entries(live)) {
         const r = document.createElementNS(ns, "rect");
         r.setAttribute("x", String(scaleX(x / GiB))); r.setAttribute("y", "8");
         r.setAttribute("width", String(Math.max(0, scaleX((x + v) / GiB) - scaleX(x / GiB))));
@@ -575,7 +659,7 @@
       out.appendChild(svg);
       const t = el("table", { class: "llmb-table" });
       t.appendChild(el("tr", {}, ["part", "GiB", "bytes"].map((h) => el("th", { scope: "col", text: h }))));
-      for (const [k, v] of Object.entries(parts)) {
+      for (const [k, v] of Object.entries(live)) {
         const sw = el("span", { class: "llmb-swatch", "aria-hidden": "true" });
         sw.style.background = PART_COLORS[k];
         const th = el("th", { scope: "row" }, [sw]);
@@ -584,6 +668,16 @@
           el("td", { class: "llmb-bytes", text: v.toLocaleString("en-US") })]));
       }
       out.appendChild(t);
+      if (recipe.value !== "inference") { // every moment of the step, the peak marked
+        const m = el("table", { class: "llmb-table llmb-moments" });
+        m.appendChild(el("tr", {}, ["moment of the step", "GiB"].map((h) => el("th", { scope: "col", text: h }))));
+        for (const [name, p] of Object.entries(phases)) {
+          m.appendChild(el("tr", { "data-moment": name, class: name === moment ? "llmb-peak" : "" },
+            [el("th", { scope: "row", text: name + (name === moment ? " (peak)" : "") }),
+              el("td", { text: (sum(p) / GiB).toFixed(3) })]));
+        }
+        out.appendChild(m);
+      }
       const fits = fitsOn(total, gpuData);
       const rule = "usable memory = nvidia-smi's total less " + (gpuData.cuda_reserve_bytes / GiB).toFixed(0) +
         " GiB for the driver and CUDA context, less " + (gpuData.allocator_slack * 100).toFixed(0) +

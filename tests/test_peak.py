@@ -1,0 +1,223 @@
+"""The peak of a job: llmbook.memory.step_phases / peak against torch's memory profiler.
+
+A training step on CPU is profiled with llmbook.measure.tensor_timeline, which sees every
+tensor storage as it is created and freed, so its peak is exact. The prediction must be
+within 5% at shapes where each moment of the step is the largest: the loss's backward
+(vocabulary-heavy), a layer's backward (hidden-heavy with LoRA or checkpointing), the
+tied embedding's backward, the optimizer step (torch's foreach AdamW, the GPU default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from llmbook import memory
+from llmbook.measure import peak_tensor_bytes, tensor_timeline
+
+SHAPES = {
+    "big-vocab": dict(
+        hidden_size=128,
+        intermediate_size=384,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        vocab_size=16384,
+    ),
+    "wide": dict(
+        hidden_size=512,
+        intermediate_size=1536,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        vocab_size=1024,
+    ),
+    "mid": dict(
+        hidden_size=256,
+        intermediate_size=768,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=4096,
+    ),
+}
+
+
+def measured_peak(config, recipe, optimizer, batch, seq, checkpointing, rank=8):
+    """The peak of the second training step (the first creates the optimizer's state)."""
+    torch.manual_seed(0)
+    dtype = torch.float32 if recipe in ("full", "full-fp32") else torch.bfloat16
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype).train()
+    if recipe == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=rank, target_modules=list(memory.LORA_TARGETS))
+        model = get_peft_model(model, lora).train()
+    if checkpointing:
+        model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adamw":  # foreach: what torch picks on a GPU
+        opt = torch.optim.AdamW(params, foreach=True)
+    else:
+        opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)
+    ids = torch.randint(0, config.vocab_size, (batch, seq))
+    autocast = recipe == "full"
+
+    def step():
+        with (
+            torch.autocast("cpu", torch.bfloat16)
+            if autocast
+            else contextlib.nullcontext()
+        ):
+            out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    step()
+    return peak_tensor_bytes(step)
+
+
+CASES = [  # shape, recipe, optimizer, layers, batch, seq, checkpointing, tied, moment
+    ("big-vocab", "full", "adamw", 2, 2, 256, False, False, "loss backward"),
+    ("big-vocab", "full-fp32", "adamw", 2, 2, 256, True, False, "loss backward"),
+    ("mid", "full-bf16", "adamw", 4, 2, 256, False, False, "loss backward"),
+    ("big-vocab", "lora", "adamw", 2, 2, 256, True, False, "loss backward"),
+    ("wide", "full", "adamw", 2, 1, 64, False, False, "optimizer step"),
+    ("mid", "full-bf16", "adamw", 2, 1, 64, True, False, "optimizer step"),
+    ("wide", "full-fp32", "sgd", 2, 2, 256, True, False, "backward end"),
+    ("mid", "full-fp32", "sgd", 4, 2, 256, True, False, "backward end"),
+    ("wide", "lora", "adamw", 2, 2, 256, True, False, "backward start"),
+    ("mid", "full-bf16", "sgd", 2, 1, 64, True, True, "embedding backward"),
+    ("wide", "full", "sgd", 2, 1, 64, True, True, "embedding backward"),
+]
+
+
+@pytest.mark.parametrize(
+    (
+        "shape",
+        "recipe",
+        "optimizer",
+        "layers",
+        "batch",
+        "seq",
+        "ckpt",
+        "tied",
+        "moment",
+    ),
+    CASES,
+)
+def test_peak_within_5_percent_of_a_real_step(
+    shape, recipe, optimizer, layers, batch, seq, ckpt, tied, moment
+):
+    config = LlamaConfig(
+        num_hidden_layers=layers, tie_word_embeddings=tied, **SHAPES[shape]
+    )
+    measured = measured_peak(config, recipe, optimizer, batch, seq, ckpt)
+    dtype = "float32" if recipe in ("full", "full-fp32") else "bfloat16"
+    name, parts = memory.peak(
+        config,
+        recipe,
+        dtype=dtype,
+        batch=batch,
+        context=seq,
+        checkpointing=ckpt,
+        optimizer=optimizer,
+        lora_rank=8,
+    )
+    assert name == moment
+    assert sum(parts.values()) == pytest.approx(measured, rel=0.05)
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize(("batch", "seq"), [(1, 64), (4, 512)])
+def test_prompt_pass_within_5_percent(shape, dtype, batch, seq):
+    """Inference: weights, the KV cache and one layer's working set, as generate() runs
+    the prompt (its first token)."""
+    config = LlamaConfig(
+        num_hidden_layers=2, max_position_embeddings=1024, **SHAPES[shape]
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    ids = torch.randint(0, config.vocab_size, (batch, seq))
+
+    def prompt():
+        with torch.no_grad():
+            model.eval().generate(ids, max_new_tokens=1, do_sample=False)
+
+    prompt()
+    measured = peak_tensor_bytes(prompt)
+    name, parts = memory.peak(config, dtype=dtype, batch=batch, context=seq)
+    assert name == "prompt pass"
+    assert sum(parts.values()) == pytest.approx(measured, rel=0.05)
+
+
+def test_tensor_timeline_counts_by_hand():
+    """Float32 tensors (4 bytes a value) created and freed in order: the level after each
+    event, counting a tensor made before the call from the start because the call uses it."""
+    kept = torch.zeros(100)
+
+    def fn():
+        a = torch.ones(100) + kept  # ones(100), then the sum; the ones are freed
+        b = torch.ones(300)
+        del a
+        c = torch.ones(50)
+        return b, c
+
+    seconds, levels = tensor_timeline(fn)
+    assert levels[:7] == [400, 800, 1200, 800, 2000, 1600, 1800]
+    assert max(levels) == 2000 and seconds == sorted(seconds)
+
+
+@pytest.mark.parametrize(
+    ("shape", "batch", "seq", "ckpt"),
+    [("big-vocab", 2, 256, True), ("wide", 1, 64, False), ("wide", 2, 256, True)],
+)
+def test_qlora_peak_is_a_close_upper_bound(shape, batch, seq, ckpt, tmp_path):
+    """QLoRA: within 5% where the loss dominates; on hidden-heavy shapes the layer's
+    backward under bitsandbytes holds less than the LoRA count assumes, so the prediction
+    is above the measurement there (measured: up to about a fifth), never below it."""
+    from peft import LoraConfig, get_peft_model
+
+    from llmbook.bench import load_kwargs
+
+    config = LlamaConfig(num_hidden_layers=2, **SHAPES[shape])
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(
+        tmp_path
+    )
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, **load_kwargs("nf4-dq"))
+    lora = LoraConfig(r=8, target_modules=list(memory.LORA_TARGETS))
+    model = get_peft_model(model, lora).train()
+    if ckpt:
+        model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], foreach=True
+    )
+    ids = torch.randint(0, config.vocab_size, (batch, seq))
+
+    def step():  # the loop step_phases assumes: it holds the output, logits included
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    step()
+    measured = peak_tensor_bytes(step)
+    predicted = memory.peak_bytes(
+        config,
+        "qlora",
+        double_quant=True,
+        batch=batch,
+        context=seq,
+        checkpointing=ckpt,
+        lora_rank=8,
+    )
+    assert 0.95 * measured <= predicted <= 1.25 * measured
+    if shape == "big-vocab":
+        assert predicted == pytest.approx(measured, rel=0.05)
