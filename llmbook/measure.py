@@ -221,16 +221,14 @@ def tensor_timeline(fn: Callable[[], object]) -> tuple[list[float], list[int]]:
         ) as prof:
             fn()
         events = MemoryProfile(prof.profiler.kineto_results).timeline
-    live: dict[object, int] = {}
     total, times, levels = 0, [], []
     for t, action, (key, _version), size in events:
         if key.device.type != "cpu":
             continue
         if action in (Action.PREEXISTING, Action.CREATE):
-            live[key] = size
             total += size
-        elif action == Action.DESTROY:
-            total -= live.pop(key, size)
+        elif action == Action.DESTROY:  # each event carries its own allocation's size
+            total -= size
         else:
             continue
         times.append(None if action == Action.PREEXISTING else t)  # no time of its own

@@ -625,7 +625,7 @@ def _print_job(config, args) -> int:
                     "parts": parts,
                     "peak_moment": moment,
                     "peak_parts": live,
-                    "total_bytes": total,
+                    "peak_bytes": total,
                     "fits_on": fits_on(total),
                 },
                 indent=2,
@@ -637,6 +637,8 @@ def _print_job(config, args) -> int:
         + (", checkpointing" if args.checkpointing else "")
         + (f", {args.optimizer}" if args.recipe != "inference" else "")
     )
+    if args.recipe != "inference":
+        print("parts (never all alive at once in training)")
     for part, n in parts.items():
         print(f"  {part:15s} {n / GIB:10.3f} GiB")
     if args.recipe != "inference":
@@ -1264,7 +1266,8 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
 
     - ``forward``, as the loss is computed: weights and optimizer states (kept between
       steps), the saved activations, autocast's weight copies, the logits the loop keeps
-      (``V`` values per token in the compute dtype) and, for 16-bit logits, the loss's
+      (``V`` values per token in the compute dtype), the previous step's logits (``out``
+      is replaced only when the forward pass returns) and, for 16-bit logits, the loss's
       fp32 copy of them (``4 V`` bytes per token). Gradients do not exist yet:
       ``zero_grad()`` sets them to ``None``.
     - ``loss backward``: the same, but autocast keeps only the copies autograd saved (the
@@ -1281,14 +1284,27 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
       (:data:`BACKWARD_WORKSPACE` of them), autocast's copies of that layer's weights;
       under QLoRA, one projection dequantized to the compute dtype.
     - ``embedding backward``: every gradient, and with embeddings tied to the head the
-      input embedding's own gradient, computed apart and added to the head's out of place
-      (measured: two more copies of it in the gradients' dtype, one under autocast).
+      input embedding's own gradient, computed apart and added to the head's (measured:
+      two more embedding-sized tensors in the gradients' dtype, the gradient and the sum
+      it makes; one under autocast).
     - ``optimizer step``: weights, gradients, states and the optimizer's temporaries:
       torch's AdamW on a GPU defaults to its ``foreach`` implementation, which computes
       the denominator of every tensor at once (one more copy of the trainable parameters,
-      in the states' dtype); bitsandbytes' 8-bit AdamW and SGD with momentum update in
-      place, as do the fused optimizers of DeepSpeed and Apex (``full-master``). On a CPU,
-      torch's default loops over tensors and holds a few of them instead.
+      in the states' dtype; ``fused=True`` avoids it); bitsandbytes' 8-bit AdamW and SGD
+      with momentum update in place, as do the fused optimizers of DeepSpeed and Apex
+      (``full-master``, not measured: DeepSpeed's bf16 optimizer also keeps fp32
+      gradients, 4 bytes per parameter more). On a CPU, torch's default loops over tensors
+      and holds a few of them instead; bitsandbytes' CPU 8-bit step dequantizes the states
+      (measured: about 8 bytes per parameter more), unlike its GPU kernel.
+
+    What was measured, and what was not: CPU steps of Llama-style models with SDPA, fp32,
+    bf16 and autocast, full fine-tuning, LoRA and QLoRA, 2 to 8 layers. The layer
+    workspace varied between 0.4 and 0.7 of the layer's activations (0.5 is used); QLoRA
+    on hidden-heavy shapes holds less than counted (the prediction was up to about a
+    fifth above). On a GPU, which SDPA kernel runs matters: with grouped-query attention
+    transformers asks SDPA for ``enable_gqa``, which only the flash kernel takes, so fp32
+    compute and GPUs without it (a T4) may fall back to the math kernel, which keeps the
+    scores; count those as ``attention="eager"``.
 
     The logits are counted through the optimizer step because the loop above holds
     ``out`` until the next batch; a loop that keeps only the loss (Hugging Face's
@@ -1347,8 +1363,8 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
 
     tied_extra = 0
     if recipe.startswith("full") and getattr(config, "tie_word_embeddings", False):
-        # the input embedding's gradient, computed apart and added to the head's out of
-        # place (measured: one more copy; under autocast, in place)
+        # the input embedding's own gradient and the sum it is added into, a new tensor
+        # (measured); under autocast only the embedding's own fp32 gradient
         copies = 1 if recipe == "full" else 2
         tied_extra = copies * grad_width * config.vocab_size * config.hidden_size
     dequantized = 0
@@ -1364,6 +1380,7 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
             "forward",
             activations=saved,
             logits_fp32=0 if compute == "fp32" else 4 * tokens_v,
+            previous_logits=logits,
         ),
         "loss backward": moment(
             "loss backward",

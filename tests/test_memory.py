@@ -332,7 +332,7 @@ def test_cli_answers_the_whole_question(tmp_path, capsys):
     assert "T4: does NOT fit" in out and "kv_cache" in out
     assert main([str(path), "--recipe", "qlora", "--checkpointing", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["total_bytes"] == sum(data["peak_parts"].values())
+    assert data["peak_bytes"] == sum(data["peak_parts"].values())
     assert data["peak_moment"] in PHASES and "T4" in data["fits_on"]
     with pytest.raises(SystemExit):
         main([str(path), "--dtype", "fp8"])

@@ -64,15 +64,13 @@ def measured_peak(config, recipe, optimizer, batch, seq, checkpointing, rank=8):
         opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)
     ids = torch.randint(0, config.vocab_size, (batch, seq))
     autocast = recipe == "full"
+    held = {}  # the loop's `out`, kept until the next forward pass returns
 
     def step():
-        with (
-            torch.autocast("cpu", torch.bfloat16)
-            if autocast
-            else contextlib.nullcontext()
-        ):
-            out = model(input_ids=ids, labels=ids)
-        out.loss.backward()
+        half = torch.autocast("cpu", torch.bfloat16) if autocast else None
+        with half or contextlib.nullcontext():
+            held["out"] = model(input_ids=ids, labels=ids)
+        held["out"].loss.backward()
         opt.step()
         opt.zero_grad()
 
@@ -89,6 +87,8 @@ CASES = [  # shape, recipe, optimizer, layers, batch, seq, checkpointing, tied, 
     ("mid", "full-bf16", "adamw", 2, 1, 64, True, False, "optimizer step"),
     ("wide", "full-fp32", "sgd", 2, 2, 256, True, False, "backward end"),
     ("mid", "full-fp32", "sgd", 4, 2, 256, True, False, "backward end"),
+    ("mid", "full-fp32", "sgd", 8, 1, 256, True, False, "backward end"),
+    ("mid", "lora", "adamw", 8, 2, 256, False, False, "loss backward"),
     ("wide", "lora", "adamw", 2, 2, 256, True, False, "backward start"),
     ("mid", "full-bf16", "sgd", 2, 1, 64, True, True, "embedding backward"),
     ("wide", "full", "sgd", 2, 1, 64, True, True, "embedding backward"),
@@ -179,7 +179,7 @@ def test_tensor_timeline_counts_by_hand():
 def test_qlora_peak_is_a_close_upper_bound(shape, batch, seq, ckpt, tmp_path):
     """QLoRA: within 5% where the loss dominates; on hidden-heavy shapes the layer's
     backward under bitsandbytes holds less than the LoRA count assumes, so the prediction
-    is above the measurement there (measured: up to about a fifth), never below it."""
+    is above the measurement there (measured: up to about a fifth), at most 5% below."""
     from peft import LoraConfig, get_peft_model
 
     from llmbook.bench import load_kwargs
@@ -201,9 +201,11 @@ def test_qlora_peak_is_a_close_upper_bound(shape, batch, seq, ckpt, tmp_path):
     )
     ids = torch.randint(0, config.vocab_size, (batch, seq))
 
-    def step():  # the loop step_phases assumes: it holds the output, logits included
-        out = model(input_ids=ids, labels=ids)
-        out.loss.backward()
+    held = {}  # the loop step_phases assumes: `out` kept until the next forward returns
+
+    def step():
+        held["out"] = model(input_ids=ids, labels=ids)
+        held["out"].loss.backward()
         opt.step()
         opt.zero_grad()
 

@@ -343,7 +343,7 @@
     const saved = parts.activations - (opts.checkpointing ? layer : 0);
     const block = blockLinears(c);
     let late = lora ? block.reduce((s, [a, b]) => s + opts.lora_rank * (a + b), 0)
-      : block.reduce((s, [a, b]) => s + a * b, 0) + 2 * h; // a layer's projections and norms
+      : block.reduce((s, [a, b]) => s + a * b, 0) + 2 * h; // a bias-free Llama layer: projections, norms
     if (full && !c.tie_word_embeddings) late += V * h;
     const gradWidth = recipe === "full-bf16" || recipe === "full-master" ? 2 : 4;
     let cast = {};
@@ -366,7 +366,8 @@
       return out;
     }
     return {
-      forward: moment("forward", { activations: saved, logits_fp32: compute === "fp32" ? 0 : 4 * tokensV }),
+      forward: moment("forward", { activations: saved, logits_fp32: compute === "fp32" ? 0 : 4 * tokensV,
+        previous_logits: logits }),
       "loss backward": moment("loss backward", { activations: saved, loss_backward: LOSS_BACKWARD_BYTES * tokensV }),
       "backward start": moment("backward start", { gradients: full ? gradWidth * V * h : 0,
         activations: parts.activations - 4 * tokensV, backward_workspace: workspace, dequantized_weight: dequantized }),
@@ -514,12 +515,13 @@
   const PART_LABELS = { weights: "weights", kv_cache: "KV cache", activations: "activations", gradients: "gradients",
     master_weights: "fp32 master weights", optimizer: "optimizer states", adapter: "LoRA adapter",
     autocast_cache: "autocast's bf16 weight copies", logits: "logits the loop keeps",
+    previous_logits: "the previous step's logits",
     logits_fp32: "the loss's fp32 copy of the logits", loss_backward: "the loss's backward (fp32 gradients)",
     backward_workspace: "a layer's gradient workspace", dequantized_weight: "one projection dequantized",
     embedding_gradient: "tied embedding's own gradient", optimizer_temporaries: "optimizer temporaries (foreach)" };
   const PART_COLORS = { weights: "#0072B2", kv_cache: "#E69F00", activations: "#009E73", gradients: "#CC79A7",
     master_weights: "#56B4E9", optimizer: "#D55E00", adapter: "#F0E442", autocast_cache: "#999999",
-    logits: "#882255", logits_fp32: "#AA4499", loss_backward: "#332288", backward_workspace: "#117733",
+    logits: "#882255", previous_logits: "#CC6677", logits_fp32: "#AA4499", loss_backward: "#332288", backward_workspace: "#117733",
     dequantized_weight: "#DDCC77", embedding_gradient: "#44AA99", optimizer_temporaries: "#661100" };
 
   function memoryCalculator(host, presets, gpuData) {
@@ -677,6 +679,10 @@
               el("td", { text: (sum(p) / GiB).toFixed(3) })]));
         }
         out.appendChild(m);
+        out.appendChild(el("p", { class: "llmb-note", text: "The loop assumed: out = model(**batch); " +
+          "out.loss.backward(); optimizer.step(); optimizer.zero_grad(), one batch per step (no gradient " +
+          "accumulation), AdamW in its default foreach form. On a T4, or computing in fp32, a model with " +
+          "grouped KV heads may get SDPA's math kernel, which keeps the scores: choose eager attention then." }));
       }
       const fits = fitsOn(total, gpuData);
       const rule = "usable memory = nvidia-smi's total less " + (gpuData.cuda_reserve_bytes / GiB).toFixed(0) +
