@@ -13,19 +13,14 @@ import contextlib
 
 import pytest
 import torch
+from test_activations import SHAPES as ACTIVATION_SHAPES
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from llmbook import memory
 from llmbook.measure import peak_tensor_bytes, tensor_timeline
 
 SHAPES = {
-    "big-vocab": dict(
-        hidden_size=128,
-        intermediate_size=384,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        vocab_size=16384,
-    ),
+    "big-vocab": ACTIVATION_SHAPES["big-vocab"],  # the loss dominates
     "wide": dict(
         hidden_size=512,
         intermediate_size=1536,
@@ -53,6 +48,14 @@ def measured_peak(config, recipe, optimizer, batch, seq, checkpointing, rank=8):
 
         lora = LoraConfig(r=rank, target_modules=list(memory.LORA_TARGETS))
         model = get_peft_model(model, lora).train()
+    return profiled_peak(
+        model, optimizer, batch, seq, checkpointing, autocast=recipe == "full"
+    )
+
+
+def profiled_peak(model, optimizer, batch, seq, checkpointing, autocast=False):
+    """The peak of a model's second training step (the first creates the optimizer's
+    state), in the loop step_phases assumes: `out` kept until the next forward returns."""
     if checkpointing:
         model.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -62,9 +65,8 @@ def measured_peak(config, recipe, optimizer, batch, seq, checkpointing, rank=8):
         opt = torch.optim.AdamW(params, foreach=True)
     else:
         opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)
-    ids = torch.randint(0, config.vocab_size, (batch, seq))
-    autocast = recipe == "full"
-    held = {}  # the loop's `out`, kept until the next forward pass returns
+    ids = torch.randint(0, model.config.vocab_size, (batch, seq))
+    held = {}
 
     def step():
         half = torch.autocast("cpu", torch.bfloat16) if autocast else None
@@ -192,25 +194,7 @@ def test_qlora_peak_is_a_close_upper_bound(shape, batch, seq, ckpt, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tmp_path, **load_kwargs("nf4-dq"))
     lora = LoraConfig(r=8, target_modules=list(memory.LORA_TARGETS))
     model = get_peft_model(model, lora).train()
-    if ckpt:
-        model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
-    opt = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], foreach=True
-    )
-    ids = torch.randint(0, config.vocab_size, (batch, seq))
-
-    held = {}  # the loop step_phases assumes: `out` kept until the next forward returns
-
-    def step():
-        held["out"] = model(input_ids=ids, labels=ids)
-        held["out"].loss.backward()
-        opt.step()
-        opt.zero_grad()
-
-    step()
-    measured = peak_tensor_bytes(step)
+    measured = profiled_peak(model, "adamw", batch, seq, ckpt)
     predicted = memory.peak_bytes(
         config,
         "qlora",
