@@ -6,7 +6,8 @@ site's GPU build does, and writes a JSON record: GPU, driver, CUDA, CPU features
 bitsandbytes' CPU path, library versions, the date and command, the whole build's wall
 time against the 5-minute GPU budget, and for each chapter its execution time and
 result (the failing cell and error when it failed). On a GPU it also records the
-bitsandbytes issue-2078 check (a 4-bit layer moved to the GPU after a CPU forward pass).
+bitsandbytes issue-2078 check (a 4-bit layer moved to the GPU after a CPU forward pass)
+and the peak memory of real training steps against llmbook.memory.peak.
 
     python scripts/device_check.py --out DIR       # DIR/device_build.json, DIR/build.log
     python scripts/device_check.py --dry-run       # CPU: chapter 1 only, to test this script
@@ -155,6 +156,121 @@ def bnb_move_check() -> dict | None:
     return move_after_cpu_forward(weight, device="cuda")
 
 
+#: Training steps whose peak the GPU check measures against llmbook.memory.peak: recipe,
+#: KV heads (fewer than the 16 query heads: grouped-query attention), batch, tokens,
+#: checkpointing. The shape is a small Llama with a real vocabulary.
+PEAK_CASES = (
+    ("full", 4, 2, 1024, False),
+    ("full", 16, 2, 1024, True),
+    ("lora", 4, 2, 1024, False),
+    ("qlora", 4, 2, 1024, True),
+)
+
+
+def peak_rows(device: str = "cuda", cases=PEAK_CASES, layers: int = 4) -> list[dict]:
+    """Each case's predicted peak (llmbook.memory.peak) and the measured one: the CUDA
+    allocator's ``max_memory_allocated`` over a second step on a GPU, the profiler's
+    live tensors on a CPU (llmbook.measure.peak_tensor_bytes)."""
+    rows = []
+    for case in cases:
+        rows.append(_peak_row(device, layers, *case))
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _peak_row(device, layers, recipe, kv_heads, batch, seq, ckpt) -> dict:
+    import contextlib
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from llmbook import memory
+    from llmbook.bench import load_kwargs
+    from llmbook.measure import peak_tensor_bytes
+
+    config = LlamaConfig(
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=layers,
+        num_attention_heads=16,
+        num_key_value_heads=kv_heads,
+        vocab_size=32000,
+    )
+    torch.manual_seed(0)
+    dtype = torch.float32 if recipe == "full" else torch.bfloat16
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if recipe == "qlora":  # the same weights, stored in nf4 with double quantization
+        with tempfile.TemporaryDirectory() as folder:
+            model.save_pretrained(folder)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, **load_kwargs("nf4-dq"), device_map=device
+            )
+    else:
+        model = model.to(device)
+    if recipe != "full":
+        lora = LoraConfig(r=16, target_modules=list(memory.LORA_TARGETS))
+        model = get_peft_model(model, lora)
+    model.train()
+    if ckpt:
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, foreach=True)  # a GPU's default
+    ids = torch.randint(0, config.vocab_size, (batch, seq), device=device)
+    held = {}  # the loop's `out`, kept until the next forward pass returns
+    half = torch.autocast(device.split(":")[0], torch.bfloat16)
+
+    def step():
+        with half if recipe == "full" else contextlib.nullcontext():
+            held["out"] = model(input_ids=ids, labels=ids)
+        held["out"].loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        measured = torch.cuda.max_memory_allocated()
+    else:
+        measured = peak_tensor_bytes(step)
+    moment, parts = memory.peak(
+        config,
+        recipe,
+        dtype="float32" if recipe == "full" else "bfloat16",
+        double_quant=True,
+        batch=batch,
+        context=seq,
+        checkpointing=ckpt,
+    )
+    predicted = sum(parts.values())
+    return {
+        "recipe": recipe,
+        "kv_heads": kv_heads,
+        "tokens": [batch, seq],
+        "checkpointing": ckpt,
+        "moment": moment,
+        "predicted_bytes": predicted,
+        "measured_bytes": measured,
+        "predicted_over_measured": round(predicted / measured, 4),
+    }
+
+
+def peak_check() -> list[dict] | None:
+    """llmbook.memory.peak against the CUDA allocator on this machine's GPU (None
+    without one)."""
+    import torch
+
+    return peak_rows("cuda") if torch.cuda.is_available() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     import yaml
 
@@ -269,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(record, indent=2) + "\n"
     )  # before the GPU check, which could crash
     record["bnb_move_after_cpu_forward"] = bnb_move_check()
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    record["training_peaks"] = peak_check()
     record["build"]["whole_book_executed"] = not args.dry_run and all(
         c["result"] == "ok" for c in record["chapters"]
     )

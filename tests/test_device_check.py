@@ -95,3 +95,20 @@ def test_committed_gpu_records_have_provenance():
             "cuda",
         ):  # each way either failed with a message or measured an error
             assert (case[f"{how}_error"] is None) != (case[f"{how}_rel_error"] is None)
+
+
+def test_the_gpu_peak_check_runs_its_cases_on_a_cpu():
+    """The same code the GPU check runs (peak_rows), on the CPU with the profiler's
+    measurement and fewer tokens: every case runs, and the prediction is close."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from device_check import peak_rows
+
+    cases = [
+        ("full", 4, 1, 128, False),
+        ("lora", 4, 1, 128, True),
+        ("qlora", 4, 1, 128, False),
+    ]
+    rows = peak_rows("cpu", cases, layers=2)
+    assert [r["recipe"] for r in rows] == ["full", "lora", "qlora"]
+    for row in rows:
+        assert 0.95 <= row["predicted_over_measured"] <= 1.25, row

@@ -57,8 +57,8 @@ def profiled_peak(model, optimizer, batch, seq, checkpointing, autocast=False):
     """The peak of a model's second training step (the first creates the optimizer's
     state), in the loop step_phases assumes: `out` kept until the next forward returns."""
     if checkpointing:
-        model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
         )
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "adamw":  # foreach: what torch picks on a GPU
