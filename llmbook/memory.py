@@ -1169,7 +1169,7 @@ def breakdown(
             f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}"
         )
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    width = torch.tensor([], dtype=dtype).element_size()
+    width = _width(dtype)
     if recipe == "inference":
         return {
             "weights": estimate(config, dtype, quantization, double_quant).total_bytes,
@@ -1224,6 +1224,14 @@ def breakdown(
         ),
         "activations": activations,
     }
+
+
+def _width(dtype) -> int:
+    """Bytes per value of ``dtype`` (a torch dtype or its name)."""
+    import torch
+
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    return torch.tensor([], dtype=dtype).element_size()
 
 
 def _compute_mode(recipe: str, width: int) -> str:
@@ -1314,11 +1322,7 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
     parts = breakdown(config, recipe, **options)
     if recipe == "inference":
         return {"prompt pass": parts}
-    import torch
-
-    dtype = options.get("dtype", "bfloat16")
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    width = torch.tensor([], dtype=dtype).element_size()
+    width = _width(options.get("dtype", "bfloat16"))
     compute = _compute_mode(recipe, width)
     batch, context = options.get("batch", 1), options.get("context", 2048)
     checkpointing = options.get("checkpointing", False)
@@ -1336,8 +1340,8 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
         options.get("attention", "sdpa"),
         _per_layer_only=True,
     )
-    kept = {k: v for k, v in parts.items() if k not in ("gradients", "activations")}
-    kept.pop("autocast_cache", None)
+    transient = ("gradients", "activations", "autocast_cache")  # moment by moment
+    kept = {k: v for k, v in parts.items() if k not in transient}
     saved = parts["activations"] - (layer if checkpointing else 0)
     # the last layer's gradients, and an untied input embedding's (computed after it)
     late_numels = _layer_numels(config, recipe, rank)
