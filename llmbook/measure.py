@@ -209,8 +209,13 @@ def tensor_timeline(fn: Callable[[], object]) -> tuple[list[float], list[int]]:
     what it reports). It sees every tensor storage, so the peak is exact, unlike the
     process's resident size (:class:`PeakMemory`); on CUDA, read
     ``torch.cuda.max_memory_allocated()`` instead."""
+    return timeline_of(profile_memory(fn))
+
+
+def profile_memory(fn: Callable[[], object]):
+    """Run ``fn()`` under PyTorch's profiler with memory recording; the profile (its own
+    log lines silenced). :func:`timeline_of` and :func:`allocation_peak` read it."""
     from torch.profiler import ProfilerActivity, profile
-    from torch.profiler._memory_profiler import Action, MemoryProfile
 
     with quiet_stderr_fd():
         with profile(
@@ -220,6 +225,16 @@ def tensor_timeline(fn: Callable[[], object]) -> tuple[list[float], list[int]]:
             with_stack=True,
         ) as prof:
             fn()
+    return prof
+
+
+def timeline_of(prof) -> tuple[list[float], list[int]]:
+    """:func:`tensor_timeline` of a profile made by :func:`profile_memory`. The profiler's
+    analysis may fail (an ``AssertionError``) when other threads change tensors in
+    place, as FSDP's collectives do: :func:`allocation_peak` then still answers."""
+    from torch.profiler._memory_profiler import Action, MemoryProfile
+
+    with quiet_stderr_fd():
         events = MemoryProfile(prof.profiler.kineto_results).timeline
     total, times, levels = 0, [], []
     for t, action, (key, _version), size in events:
@@ -237,6 +252,26 @@ def tensor_timeline(fn: Callable[[], object]) -> tuple[list[float], list[int]]:
     times, levels = times[max(first - 1, 0) :], levels[max(first - 1, 0) :]
     start = min((t for t in times if t is not None), default=0)
     return [0.0 if t is None else (t - start) / 1e9 for t in times], levels
+
+
+def allocation_peak(prof) -> int:
+    """The most bytes allocated during a profile (:func:`profile_memory`) beyond what was
+    alive when it started: the running sum of the allocator's own records, in time order.
+    Needs no analysis of the tensors, so it works where :func:`timeline_of` fails; add the
+    bytes alive at the start (which it cannot see) for the peak."""
+    from torch._C._profiler import _EventType
+    from torch.profiler._memory_profiler import OpTree
+
+    records = sorted(
+        (e.start_time_ns, e.typed[1].alloc_size)
+        for e in OpTree(prof.profiler.kineto_results).dfs()
+        if e.typed[0] == _EventType.Allocation and e.typed[1].device.type == "cpu"
+    )
+    level, top = 0, 0
+    for _, change in records:
+        level += change
+        top = max(top, level)
+    return top
 
 
 def peak_tensor_bytes(fn: Callable[[], object]) -> int:

@@ -489,6 +489,48 @@ def memory_vectors() -> list[dict]:
     return out
 
 
+def sharded_vectors() -> list[dict]:
+    """``sharded_phases`` for every preset and a few random shapes, every training recipe,
+    sharding and offload choice, on 2 or 8 GPUs."""
+    from transformers import LlamaConfig
+
+    from llmbook.memory import PRESETS, SHARDINGS, sharded_phases
+
+    rng = np.random.default_rng(3)
+    configs = dict(PRESETS)
+    for i in range(4):
+        heads = int(rng.choice([4, 8, 16]))
+        configs[f"random-{i}"] = dict(
+            hidden_size=heads * int(rng.choice([32, 64, 128])),
+            intermediate_size=int(rng.integers(100, 3000)),
+            num_hidden_layers=int(rng.integers(2, 12)),
+            num_attention_heads=heads,
+            num_key_value_heads=heads // 2,
+            vocab_size=int(rng.integers(100, 50000)),
+            tie_word_embeddings=bool(rng.integers(0, 2)),
+        )
+    recipes = ("full", "full-fp32", "full-bf16", "full-master", "lora", "qlora")
+    out = []
+    for i, (name, cfg) in enumerate(configs.items()):
+        config = LlamaConfig(**cfg)
+        for recipe, sharding, offload in itertools.product(
+            recipes, SHARDINGS, (False, True)
+        ):
+            if offload and sharding not in ("zero2", "zero3"):
+                continue
+            opts = dict(
+                recipe=recipe,
+                gpus=(2, 8, 3)[i % 3],
+                sharding=sharding,
+                offload=offload,
+                checkpointing=bool(i % 2),
+                context=1024,
+            )
+            phases = sharded_phases(config, **opts)
+            out.append({"name": name, "config": cfg, "options": opts, "phases": phases})
+    return out
+
+
 def gpus() -> dict:
     """The calculator's GPUs (name, nvidia-smi total, usable bytes, source) and the reserve
     rule behind "usable", from llmbook.memory."""
@@ -523,6 +565,7 @@ SECTIONS = {
     "floats": float_vectors,
     "quantizers": quant_vectors,
     "memory": memory_vectors,
+    "sharded": sharded_vectors,
     "gpus": gpus,
 }
 

@@ -432,6 +432,34 @@ def test_memory_calculator_by_choosing_and_typing(site, browser, shots, viewport
         rows = calc.locator("table.llmb-moments tr[data-moment]")
         assert rows.count() == len(want["phases"])
         assert calc.locator("table.llmb-moments tr.llmb-peak").count() == 1
+        # several GPUs: each one's share, as llmbook.memory.sharded_phases counts it
+        want = next(
+            r
+            for r in VECTORS["sharded"]
+            if r["name"] == "Llama-3-8B"
+            and r["options"]["recipe"] == "full"
+            and r["options"]["sharding"] == "zero3"
+            and not r["options"]["offload"]
+        )
+        calc.locator("input[data-field='context']").fill(
+            str(want["options"]["context"])
+        )
+        calc.locator("input[data-field='checkpointing']").set_checked(
+            want["options"]["checkpointing"]
+        )
+        calc.locator("input[data-field='gpus']").fill(str(want["options"]["gpus"]))
+        calc.locator("select[data-field='sharding']").select_option("zero3")
+        totals = {m: sum(p.values()) for m, p in want["phases"].items()}
+        total = int(calc.locator("p.llmb-total").get_attribute("data-total-bytes"))
+        assert total == max(totals.values())
+        assert calc.locator("p.llmb-total").get_attribute("data-moment") == max(
+            totals, key=totals.get
+        )
+        assert calc.locator("tr[data-part='gathered_weights']").count() == 1
+        calc.locator("select[data-field='sharding']").select_option("ddp")
+        calc.locator("input[data-field='offload']").check()
+        assert "ZeRO-2 or ZeRO-3" in calc.locator(".llmb-error").inner_text()
+        calc.locator("input[data-field='offload']").uncheck()
         finish(
             v,
             shots

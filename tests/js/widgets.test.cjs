@@ -117,6 +117,26 @@ test("the GPUs a job fits on equal llmbook.memory.fits_on", () => {
   assert.deepEqual(failures.slice(0, 10), []);
 });
 
+test("a GPU's share of a data-parallel job equals llmbook.memory.sharded_phases", () => {
+  const failures = [];
+  for (const row of V.sharded) {
+    const got = W.shardedPhases(row.config, row.options);
+    for (const [moment, parts] of Object.entries(row.phases)) {
+      assert.deepEqual(Object.keys(got[moment]).sort(), Object.keys(parts).sort(), `${row.name} ${moment}`);
+      for (const [k, v] of Object.entries(parts)) {
+        if (got[moment][k] !== v) failures.push(`${row.name} ${JSON.stringify(row.options)} ${moment} ${k}: ${got[moment][k]} vs ${v}`);
+      }
+    }
+  }
+  assert.ok(V.sharded.length > 100);
+  assert.ok(new Set(V.sharded.map((r) => W.largest(r.phases)[0])).size >= 2);
+  assert.deepEqual(failures.slice(0, 10), []);
+  const c = V.sharded[0].config;
+  assert.throws(() => W.shardedPhases(c, { sharding: "zero4" }), /unknown sharding/);
+  assert.throws(() => W.shardedPhases(c, { sharding: "ddp", offload: true }), /offload/);
+  assert.throws(() => W.shardedPhases(c, { recipe: "inference" }), /training/);
+});
+
 test("bad options fail with a message", () => {
   assert.throws(() => W.breakdown(V.memory[0].config, { recipe: "pretrain" }), /unknown recipe/);
   assert.throws(() => W.breakdown(V.memory[0].config, { dtype: "float8" }), /unknown dtype/);

@@ -380,7 +380,64 @@
 
   /** Same as llmbook.memory.peak: [moment, parts] of the moment that holds the most. */
   function peak(c, o) {
-    const phases = stepPhases(c, o); let best = null; let bestTotal = -1;
+    return largest(stepPhases(c, o));
+  }
+
+  const SHARDINGS = ["ddp", "zero1", "zero2", "zero3"];
+  const GATHERED_LAYERS = 2;
+  const SHARDED_PARTS = { ddp: [], zero1: ["optimizer", "master_weights", "optimizer_temporaries"] };
+  SHARDED_PARTS.zero2 = SHARDED_PARTS.zero1.concat(["gradients", "embedding_gradient", "weights"]);
+  SHARDED_PARTS.zero3 = SHARDED_PARTS.zero2;
+
+  /** Same as llmbook.memory.sharded_phases: each moment's parts on one of o.gpus GPUs. */
+  function shardedPhases(c, o) {
+    const opts = Object.assign({ recipe: "full", gpus: 1, sharding: "ddp", offload: false, dtype: "bfloat16",
+      lora_rank: 16 }, o || {});
+    const { gpus, sharding, offload, recipe } = opts;
+    if (SHARDINGS.indexOf(sharding) < 0) throw new Error("unknown sharding " + sharding);
+    if (recipe === "inference") throw new Error("sharding applies to training recipes");
+    if (!(gpus >= 1)) throw new Error("gpus must be at least 1");
+    const fsdp = sharding === "zero2" || sharding === "zero3";
+    if (offload && !fsdp) throw new Error("offload applies to zero2 and zero3");
+    const phases = stepPhases(c, opts);
+    const grads = breakdown(c, opts).gradients;
+    let gathered = 0; const reducing = {};
+    if (fsdp) {
+      const n = parameters(c);
+      const whole = recipe === "lora" || recipe === "qlora" ? breakdown(c, opts).weights
+        : (recipe === "full-fp32" ? 4 : 2) * n;
+      const layer = blockLinears(c).reduce((s, [a, b]) => s + a * b, 0) + 2 * c.hidden_size;
+      const kept = n - (c.num_hidden_layers - GATHERED_LAYERS) * layer;
+      gathered = sharding === "zero2" ? whole : Number((BigInt(whole) * BigInt(kept)) / BigInt(n));
+      const root = n - c.num_hidden_layers * layer;
+      if (recipe.startsWith("full")) { // FSDP2's reduce-scatter of a layer's, then the root's, gradients
+        const w = (recipe === "full-fp32" ? 0 : 2) + 4;
+        reducing["backward start"] = w * layer; reducing["backward end"] = w * layer;
+        reducing["embedding backward"] = w * root;
+      }
+    }
+    const sharded = SHARDED_PARTS[sharding];
+    const holds = ["forward", "loss backward", "backward start", "backward end", "embedding backward"];
+    const out = {};
+    for (const [moment, parts] of Object.entries(phases)) {
+      const next = {};
+      for (const [k, v] of Object.entries(parts)) {
+        if (sharded.indexOf(k) >= 0) { if (!offload) next[k] = Math.ceil(v / gpus); } else next[k] = v;
+      }
+      if (!fsdp) next.gradient_buckets = grads;
+      else {
+        delete next.autocast_cache;
+        if (holds.indexOf(moment) >= 0) next.gathered_weights = gathered;
+        if (reducing[moment]) next.reduce_scatter_buffers = reducing[moment];
+      }
+      out[moment] = next;
+    }
+    return out;
+  }
+
+  /** The moment of a phases object that holds the most: [moment, parts]. */
+  function largest(phases) {
+    let best = null; let bestTotal = -1;
     for (const [name, parts] of Object.entries(phases)) {
       const total = Object.values(parts).reduce((s, v) => s + v, 0);
       if (total > bestTotal) { best = name; bestTotal = total; }
@@ -397,7 +454,7 @@
   const api = { FORMATS, NF4, RECIPES, decode, encode, classify, neighbours, fields, roundHalfEven,
     quantizeInt8, quantizeNf4, parameters, weightBytes, kvCacheBytes, prefillActivationBytes,
     trainingActivationBytes, autocastCacheBytes, loraParameters, trainableNumels, optimizerStateBytes,
-    OPTIMIZERS, ATTENTIONS, breakdown, stepPhases, peak, fitsOn };
+    OPTIMIZERS, ATTENTIONS, breakdown, stepPhases, peak, fitsOn, SHARDINGS, shardedPhases, largest };
 
   // ---------------------------------------------------------------- user interface
   function el(tag, attrs, children) {
@@ -518,11 +575,14 @@
     previous_logits: "the previous step's logits",
     logits_fp32: "the loss's fp32 copy of the logits", loss_backward: "the loss's backward (fp32 gradients)",
     backward_workspace: "a layer's gradient workspace", dequantized_weight: "one projection dequantized",
-    embedding_gradient: "tied embedding's own gradient", optimizer_temporaries: "optimizer temporaries (foreach)" };
+    embedding_gradient: "tied embedding's own gradient", optimizer_temporaries: "optimizer temporaries (foreach)",
+    gradient_buckets: "DDP's gradient buckets", gathered_weights: "FSDP's gathered weights",
+    reduce_scatter_buffers: "FSDP's reduce-scatter buffers" };
   const PART_COLORS = { weights: "#0072B2", kv_cache: "#E69F00", activations: "#009E73", gradients: "#CC79A7",
     master_weights: "#56B4E9", optimizer: "#D55E00", adapter: "#F0E442", autocast_cache: "#999999",
     logits: "#882255", previous_logits: "#CC6677", logits_fp32: "#AA4499", loss_backward: "#332288", backward_workspace: "#117733",
-    dequantized_weight: "#DDCC77", embedding_gradient: "#44AA99", optimizer_temporaries: "#661100" };
+    dequantized_weight: "#DDCC77", embedding_gradient: "#44AA99", optimizer_temporaries: "#661100",
+    gradient_buckets: "#6699CC", gathered_weights: "#004488", reduce_scatter_buffers: "#BB5566" };
 
   function memoryCalculator(host, presets, gpuData) {
     const id = "mc" + Math.random().toString(36).slice(2, 8);
@@ -579,6 +639,13 @@
     const ckpt = el("input", { type: "checkbox", id: id + "-ckpt", "data-field": "checkpointing" });
     controls.appendChild(el("label", { for: id + "-ckpt", text: "gradient checkpointing" }));
     controls.appendChild(ckpt);
+    const gpus = num("gpus", "GPUs (training, data-parallel)", 1);
+    const sharding = select("sharding", "sharding (2+ GPUs)", [["ddp", "DDP (full replicas)"],
+      ["zero1", "ZeRO-1 (optimizer states)"], ["zero2", "ZeRO-2 / FSDP2 without resharding"],
+      ["zero3", "ZeRO-3 / FSDP2 (everything)"]]);
+    const offload = el("input", { type: "checkbox", id: id + "-offload", "data-field": "offload" });
+    controls.appendChild(el("label", { for: id + "-offload", text: "CPU offload (ZeRO-2/3)" }));
+    controls.appendChild(offload);
     host.appendChild(controls);
     const out = el("div", { class: "llmb-output", "aria-live": "polite" });
     host.appendChild(out);
@@ -608,14 +675,24 @@
         double_quant: dq.checked, batch: Number(batch.value), context: Number(context.value),
         checkpointing: ckpt.checked, lora_rank: Number(rank.value), optimizer: optimizer.value,
         attention: attention.value };
-      const phases = stepPhases(c, job);
-      const [moment, live] = peak(c, job);
+      const nGpus = Number(gpus.value);
+      const parallel = recipe.value !== "inference" && (nGpus > 1 || offload.checked);
+      if (parallel && !(Number.isInteger(nGpus) && nGpus >= 1)) {
+        out.appendChild(el("p", { class: "llmb-error", text: "Check: GPUs, a whole number from 1" })); return;
+      }
+      if (parallel && offload.checked && sharding.value !== "zero2" && sharding.value !== "zero3") {
+        out.appendChild(el("p", { class: "llmb-error", text: "Check: CPU offload needs ZeRO-2 or ZeRO-3" })); return;
+      }
+      const phases = parallel ? shardedPhases(c, Object.assign({ gpus: nGpus, sharding: sharding.value,
+        offload: offload.checked }, job)) : stepPhases(c, job);
+      const [moment, live] = largest(phases);
       const GiB = Math.pow(2, 30);
       const sum = (p) => Object.values(p).reduce((s, v) => s + v, 0);
       const total = sum(live);
       out.appendChild(el("p", { class: "llmb-total", "data-total-bytes": String(total), "data-moment": moment,
-        text: (parameters(c) / 1e9).toFixed(2) + "B parameters; peak " + (total / GiB).toFixed(2) + " GiB, during the " +
-          moment + (recipe.value === "inference" ? "" : " (the parts alive then, below)") }));
+        text: (parameters(c) / 1e9).toFixed(2) + "B parameters; peak " + (total / GiB).toFixed(2) + " GiB" +
+          (parallel ? " on each of " + nGpus + " GPUs (" + sharding.value + (offload.checked ? ", offload" : "") + ")" : "") +
+          ", during the " + moment + (recipe.value === "inference" ? "" : " (the parts alive then, below)") }));
       const maxGiB = Math.max(total / GiB, 16) * 1.08;
       const W = 640; const H = 64; const scaleX = (g) => 10 + (g / maxGiB) * (W - 20);
       const ns = "http://www.w3.org/2000/svg";
@@ -689,7 +766,8 @@
         " GiB for the driver and CUDA context, less " + (gpuData.allocator_slack * 100).toFixed(0) +
         "% for the allocator";
       out.appendChild(el("p", { class: "llmb-fits", text: (fits.length ? "Fits on: " + fits.join(", ") :
-        "Fits on none of these single GPUs") + " (" + rule + ")." }));
+        "Fits on none of these " + (parallel ? "GPUs" : "single GPUs")) + (parallel ? ", " + nGpus + " of them" : "") +
+        " (" + rule + ")." }));
     }
 
     preset.addEventListener("change", () => { loadPreset(); render(); });

@@ -1,0 +1,318 @@
+"""One process of a data-parallel training run: ``torchrun ... -m llmbook.shard_worker SPEC``.
+
+Launched by :func:`llmbook.distributed.run_workers` (a chapter shows :func:`wrap`, the
+lines that pick an engine, and reads the results). Every
+rank builds the same architecture-faithful Llama (same seed, so the same weights),
+wraps it with one of PyTorch's own engines, trains a few AdamW steps on its own slice of
+the global batch and writes what it measured to ``<out>/<job>-rank<r>.json``:
+
+- ``param_bytes``, ``grad_bytes``, ``state_bytes``: the bytes of the parameters, the
+  gradients (after the last backward pass) and AdamW's states this process holds; for
+  a sharded tensor (a ``DTensor``) only its local shard.
+- ``peak_bytes``: the most bytes of CPU tensors alive at once during the second step,
+  from torch's memory profiler (:func:`llmbook.measure.timeline_of`): DDP's gradient
+  buckets and FSDP's gathered layers included. Where the profiler's analysis fails
+  (FSDP's collectives change tensors in place from other threads), the allocator's own
+  records of the step (:func:`llmbook.measure.allocation_peak`) plus the bytes of the
+  parameters, buffers and optimizer states alive before it; ``peak_method`` says which.
+- ``collectives``: every collective the step issued (``c10d`` operators in the
+  profiler's trace) with its message size in elements and its dtype's bytes.
+- ``backend_calls``: how often the backend's own operations ran in that step.
+- ``step_s``: wall time of each step (CPU, gloo over loopback: not a GPU figure);
+  ``profiled_steps``: the steps run under the profiler (slower; leave them out).
+- on rank 0, ``max_param_diff``: the largest difference between the trained parameters
+  (gathered whole) and those of the same model trained in this one process on the whole
+  global batch; ``update_rel_diff``: the norm of that difference over the norm of the
+  single process's update (how far training moved the parameters).
+
+Strategies (``job["strategy"]``; ``job["optimizer"]`` picks AdamW or SGD, see
+:data:`OPTIMIZERS`):
+
+- ``ddp``: ``DistributedDataParallel``, every rank a full replica; gradients averaged
+  with all-reduce.
+- ``zero1``: DDP plus ``torch.distributed.optim.ZeroRedundancyOptimizer``: each rank
+  keeps AdamW's states of its share of the parameters, updates them and broadcasts them.
+- ``fsdp``: FSDP2's ``fully_shard`` on each decoder layer and on the whole model;
+  ``job["reshard"]`` is ``reshard_after_forward`` (True: ZeRO-3; False: layers stay
+  gathered from their forward to their backward, as in ZeRO-2), ``job["bf16"]`` adds a
+  ``MixedPrecisionPolicy`` (bf16 compute, fp32 gradient reduction).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+LR = 1e-3
+#: The optimizers a job may name (``job["optimizer"]``, default AdamW, the ``foreach``
+#: form a GPU uses): SGD's step is proportional to the gradient, so it shows a wrong
+#: averaging of the gradients that Adam's normalised step would hide.
+OPTIMIZERS = {
+    "adamw": dict(lr=LR, foreach=True),
+    "sgd": dict(lr=0.1, momentum=0.9, foreach=True),
+}
+
+
+def optimizer_class(job: dict):
+    import torch
+
+    name = job.get("optimizer", "adamw")
+    return {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name], OPTIMIZERS[name]
+
+
+#: c10d operators and which of their tensor arguments is the whole message: all-reduce
+#: and broadcast send their one tensor; all-gather's output and reduce-scatter's input
+#: hold every rank's share.
+COLLECTIVES = {
+    "c10d::allreduce_": ("all_reduce", 0),
+    "c10d::broadcast_": ("broadcast", 0),
+    "c10d::_allgather_base_": ("all_gather", 0),
+    "c10d::_reduce_scatter_base_": ("reduce_scatter", 1),
+}
+_ITEM_BYTES = {"float": 4, "c10::BFloat16": 2, "c10::Half": 2, "long int": 8, "int": 4}
+#: The floating-point ones: DDP also broadcasts a few integers (bucket bookkeeping).
+FLOAT_TYPES = ("float", "c10::BFloat16", "c10::Half")
+
+
+def _numel(dims) -> int:
+    while dims and isinstance(dims[0], list):  # a TensorList: its first tensor
+        dims = dims[0]
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+def collectives(trace: dict) -> list[dict]:
+    """The collectives in a profiler's Chrome trace: ``{op, numel, dtype, item_bytes}``.
+
+    Read from the trace because it keeps the shapes inside a list of tensors (the
+    argument type of ``c10d::allreduce_`` and ``c10d::broadcast_``)."""
+    events = trace["traceEvents"]
+    # a list of tensors carries no dtype: the backend's own event for it does
+    backend = {
+        _numel(e["args"]["Input Dims"][0]): e["args"]["Input type"][0]
+        for e in events
+        if e.get("name", "").startswith("gloo:") and e.get("args", {}).get("Input Dims")
+    }
+    found = []
+    for e in events:
+        if e.get("name") not in COLLECTIVES:
+            continue
+        op, arg = COLLECTIVES[e["name"]]
+        numel = _numel(e["args"]["Input Dims"][arg])
+        kind = e["args"]["Input type"][arg]
+        kind = backend.get(numel, "float") if kind == "TensorList" else kind
+        found.append(
+            dict(op=op, numel=numel, dtype=kind, item_bytes=_ITEM_BYTES.get(kind, 4))
+        )
+    return found
+
+
+def backend_calls(trace: dict) -> dict[str, int]:
+    """How many times the step called each of the backend's own operations
+    (``gloo:all_reduce``, ...): what carried the collectives."""
+    calls: dict[str, int] = {}
+    for e in trace["traceEvents"]:
+        name = e.get("name", "")
+        if name.startswith(("gloo:", "nccl:")) and e.get("ph") == "X":
+            calls[name] = calls.get(name, 0) + 1
+    return calls
+
+
+def local_bytes(tensors) -> int:
+    """Bytes of ``tensors`` held by this process (a DTensor's local shard)."""
+    total = 0
+    for t in tensors:
+        t = t.to_local() if hasattr(t, "to_local") else t
+        total += t.numel() * t.element_size()
+    return total
+
+
+def build_model(config_kwargs: dict):
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(0)
+    config = LlamaConfig(**config_kwargs)
+    config._attn_implementation = "sdpa"
+    return AutoModelForCausalLM.from_config(config)
+
+
+def batches(spec: dict, rank: int, world: int):
+    """This rank's slice of each step's global batch (the same data in every job)."""
+    import torch
+
+    g = torch.Generator().manual_seed(1234)
+    shape = (spec["steps"], world * spec["batch"], spec["seq"])
+    ids = torch.randint(0, spec["config"]["vocab_size"], shape, generator=g)
+    return ids[:, rank * spec["batch"] : (rank + 1) * spec["batch"]], ids
+
+
+def wrap(model, job: dict):
+    """``(model, optimizer)`` for ``job``'s strategy (see the module's docstring)."""
+    import torch
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    strategy = job["strategy"]
+    opt, options = optimizer_class(job)
+    if strategy == "ddp":
+        return DDP(model), opt(model.parameters(), **options)
+    if strategy == "zero1":
+        optimizer = ZeroRedundancyOptimizer(
+            model.parameters(), optimizer_class=opt, **options
+        )
+        return DDP(model), optimizer
+    if strategy != "fsdp":
+        raise ValueError(f"unknown strategy {strategy!r}")
+    mp = MixedPrecisionPolicy()
+    if job.get("bf16"):
+        mp = MixedPrecisionPolicy(
+            param_dtype=torch.bfloat16, reduce_dtype=torch.float32
+        )
+    for layer in model.model.layers:
+        fully_shard(layer, reshard_after_forward=job["reshard"], mp_policy=mp)
+    fully_shard(model, mp_policy=mp)
+    return model, opt(model.parameters(), **options)
+
+
+def states(optimizer) -> list:
+    import torch
+
+    inner = getattr(
+        optimizer, "optim", optimizer
+    )  # ZeroRedundancyOptimizer's local one
+    return [v for s in inner.state.values() for v in s.values() if torch.is_tensor(v)]
+
+
+def reference(spec: dict, ids, job: dict) -> tuple[list, list]:
+    """The parameters before and after the same steps in one process on the whole global
+    batch, with ``job``'s optimizer."""
+    model = build_model(spec["config"])
+    initial = [p.detach().clone() for p in model.parameters()]
+    opt, options = optimizer_class(job)
+    optimizer = opt(model.parameters(), **options)
+    for step_ids in ids:
+        model(input_ids=step_ids, labels=step_ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return initial, [p.detach() for p in model.parameters()]
+
+
+def run_job(spec: dict, job: dict, rank: int, world: int, expected) -> dict:
+    import torch
+    import torch.distributed as dist
+    from torch.profiler import ProfilerActivity, profile
+
+    from llmbook.measure import allocation_peak, profile_memory, timeline_of
+
+    model, optimizer = wrap(build_model(spec["config"]), job)
+    mine, _ = batches(spec, rank, world)
+    grads, losses, step_s = 0, [], []
+
+    def step(ids):
+        nonlocal grads
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        grads = local_bytes(p.grad for p in model.parameters() if p.grad is not None)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+
+    peak, issued, backend, profiled = None, None, {}, []
+    for i, ids in enumerate(mine):
+        dist.barrier()
+        start = time.perf_counter()
+        if i == 1:  # the second step, once every buffer exists: memory
+            profiled.append(i)
+            alive = local_bytes(
+                [*model.parameters(), *model.buffers(), *states(optimizer)]
+            )
+            prof = profile_memory(lambda ids=ids: step(ids))
+            try:
+                peak, how = max(timeline_of(prof)[1]), "timeline"
+            except (
+                AssertionError
+            ):  # the analysis trips on other threads' in-place copies
+                peak, how = alive + allocation_peak(prof), "allocations"
+        elif i == len(mine) - 1:  # the last step: the collectives it issues
+            profiled.append(i)
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                step(ids)
+            trace = Path(spec["out"]) / f"trace-rank{rank}.json"
+            prof.export_chrome_trace(str(trace))
+            events = json.loads(trace.read_text())
+            issued = collectives(events)
+            backend = backend_calls(events)
+        else:
+            step(ids)
+        step_s.append(time.perf_counter() - start)
+    result = dict(
+        job=job,
+        rank=rank,
+        world=world,
+        param_bytes=local_bytes(model.parameters()),
+        grad_bytes=grads,
+        state_bytes=local_bytes(states(optimizer)),
+        peak_bytes=peak,
+        peak_method=how,
+        collectives=issued,
+        backend_calls=backend,
+        profiled_steps=profiled,
+        losses=losses,
+        step_s=step_s,
+    )
+    full = [
+        p.full_tensor() if hasattr(p, "full_tensor") else p for p in model.parameters()
+    ]
+    if rank == 0:  # against one process: the largest difference, and the difference of
+        initial, final = expected[job.get("optimizer", "adamw")]  # the whole update
+        diff = [
+            (a.detach().float() - b).flatten() for a, b in zip(full, final, strict=True)
+        ]
+        update = [(b - a).flatten() for a, b in zip(initial, final, strict=True)]
+        result["max_param_diff"] = max(d.abs().max().item() for d in diff)
+        result["update_rel_diff"] = (
+            torch.cat(diff).norm() / torch.cat(update).norm()
+        ).item()
+    return result
+
+
+def main(argv: list[str]) -> int:
+    import torch
+    import torch.distributed as dist
+
+    spec = json.loads(Path(argv[0]).read_text())
+    torch.set_num_threads(1)  # several processes share a few cores
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    _, everything = batches(spec, rank, world)
+    expected = {}  # on rank 0, the one-process run for each optimizer
+    if rank == 0:
+        for name in {job.get("optimizer", "adamw") for job in spec["jobs"]}:
+            expected[name] = reference(spec, everything, {"optimizer": name})
+    out = Path(spec["out"])
+    job = {"name": "setup"}
+    try:
+        for job in spec["jobs"]:
+            result = run_job(spec, job, rank, world, expected)
+            path = out / f"{job['name']}-rank{rank}.json"
+            path.write_text(json.dumps(result))
+    except Exception as error:  # one line for the launcher's message
+        (out / f"error-rank{rank}.txt").write_text(
+            f"job {job['name']!r} on rank {rank}: {type(error).__name__}: {error}"[:500]
+        )
+        raise
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    raise SystemExit(main(sys.argv[1:]))
