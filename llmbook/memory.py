@@ -1493,6 +1493,7 @@ _SHARDED_PARTS = {
         "gradients",
         "embedding_gradient",
         "weights",
+        "adapter",
     ),
 }
 _SHARDED_PARTS["zero3"] = _SHARDED_PARTS["zero2"]

@@ -9,12 +9,13 @@ the global batch and writes what it measured to ``<out>/<job>-rank<r>.json``:
 - ``param_bytes``, ``grad_bytes``, ``state_bytes``: the bytes of the parameters, the
   gradients (after the last backward pass) and AdamW's states this process holds; for
   a sharded tensor (a ``DTensor``) only its local shard.
-- ``peak_bytes``: the most bytes of CPU tensors alive at once during the second step,
-  from torch's memory profiler (:func:`llmbook.measure.timeline_of`): DDP's gradient
+- ``peak_bytes``: for each step of :data:`MEMORY_STEPS`, the most bytes of CPU tensors
+  alive at once during it, from torch's memory profiler (:func:`llmbook.measure.timeline_of`): DDP's gradient
   buckets and FSDP's gathered layers included. Where the profiler's analysis fails
   (FSDP's collectives change tensors in place from other threads), the allocator's own
   records of the step (:func:`llmbook.measure.allocation_peak`) plus the bytes of the
-  parameters, buffers and optimizer states alive before it; ``peak_method`` says which.
+  parameters, buffers and optimizer states alive before it; ``peak_method`` says which,
+  step by step.
 - ``collectives``: every collective the step issued (``c10d`` operators in the
   profiler's trace) with its message size in elements and its dtype's bytes.
 - ``backend_calls``: how often the backend's own operations ran in that step.
@@ -204,12 +205,28 @@ def reference(spec: dict, ids, job: dict) -> tuple[list, list]:
     return initial, [p.detach() for p in model.parameters()]
 
 
+#: The steps whose memory is profiled: the second and third (every buffer exists by
+#: then); two, because an FSDP step's peak moves with the timing of its collectives.
+MEMORY_STEPS = (1, 2)
+
+
+def measure_peak(model, optimizer, step) -> tuple[int, str]:
+    """The most bytes of CPU tensors alive at once during ``step()``, and how it was
+    measured ("timeline" or "allocations", see the module's docstring)."""
+    from llmbook.measure import allocation_peak, profile_memory, timeline_of
+
+    alive = local_bytes([*model.parameters(), *model.buffers(), *states(optimizer)])
+    prof = profile_memory(step)
+    try:
+        return max(timeline_of(prof)[1]), "timeline"
+    except AssertionError:  # the analysis trips on other threads' in-place copies
+        return alive + allocation_peak(prof), "allocations"
+
+
 def run_job(spec: dict, job: dict, rank: int, world: int, expected) -> dict:
     import torch
     import torch.distributed as dist
     from torch.profiler import ProfilerActivity, profile
-
-    from llmbook.measure import allocation_peak, profile_memory, timeline_of
 
     model, optimizer = wrap(build_model(spec["config"]), job)
     mine, _ = batches(spec, rank, world)
@@ -224,22 +241,15 @@ def run_job(spec: dict, job: dict, rank: int, world: int, expected) -> dict:
         optimizer.zero_grad()
         losses.append(loss.item())
 
-    peak, issued, backend, profiled = None, None, {}, []
+    peaks, methods, issued, backend, profiled = [], [], None, {}, []
     for i, ids in enumerate(mine):
         dist.barrier()
         start = time.perf_counter()
-        if i == 1:  # the second step, once every buffer exists: memory
+        if i in MEMORY_STEPS:  # once every buffer exists: memory
             profiled.append(i)
-            alive = local_bytes(
-                [*model.parameters(), *model.buffers(), *states(optimizer)]
-            )
-            prof = profile_memory(lambda ids=ids: step(ids))
-            try:
-                peak, how = max(timeline_of(prof)[1]), "timeline"
-            except (
-                AssertionError
-            ):  # the analysis trips on other threads' in-place copies
-                peak, how = alive + allocation_peak(prof), "allocations"
+            peak, how = measure_peak(model, optimizer, lambda ids=ids: step(ids))
+            peaks.append(peak)
+            methods.append(how)
         elif i == len(mine) - 1:  # the last step: the collectives it issues
             profiled.append(i)
             with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -259,8 +269,8 @@ def run_job(spec: dict, job: dict, rank: int, world: int, expected) -> dict:
         param_bytes=local_bytes(model.parameters()),
         grad_bytes=grads,
         state_bytes=local_bytes(states(optimizer)),
-        peak_bytes=peak,
-        peak_method=how,
+        peak_bytes=peaks,
+        peak_method=methods,
         collectives=issued,
         backend_calls=backend,
         profiled_steps=profiled,

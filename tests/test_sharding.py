@@ -29,7 +29,7 @@ JOBS = [
     dict(name="ddp-sgd", strategy="ddp", optimizer="sgd"),
     dict(name="zero3-sgd", strategy="fsdp", reshard=True, optimizer="sgd"),
 ]
-SPEC = dict(config=KWARGS, jobs=JOBS, steps=6, batch=2, seq=64)
+SPEC = dict(config=KWARGS, jobs=JOBS, steps=7, batch=2, seq=64)
 PEAK_TOLERANCE = 0.10  # the chapter's: asynchronous collectives move the peak a little
 
 
@@ -93,13 +93,18 @@ def test_each_process_holds_its_predicted_share(runs):
     assert fsdp["state_bytes"] * 2 == pytest.approx(ddp["state_bytes"], abs=1024)
 
 
-def test_each_process_peak_is_predicted(runs):
-    for r in runs:
-        phases = phases_of(r)
-        predicted = max(sum(p.values()) for p in phases.values())
-        assert r["peak_bytes"], f"{r['job']['name']}: the profiler measured no step"
-        error = predicted / r["peak_bytes"] - 1
-        assert abs(error) < PEAK_TOLERANCE, (r["job"]["name"], r["rank"], error)
+def test_each_jobs_peak_is_predicted(runs):
+    """The prediction lands in the range of the peaks measured (two processes, two steps
+    each), or within the tolerance of it: an FSDP step's peak moves with the timing of its
+    asynchronous collectives."""
+    for job in JOBS:
+        mine = [r for r in runs if r["job"]["name"] == job["name"]]
+        measured = [b for r in mine for b in r["peak_bytes"]]
+        assert len(measured) == 4 and all(measured), job
+        phases = phases_of(mine[0])
+        want = max(sum(p.values()) for p in phases.values())
+        assert min(measured) * (1 - PEAK_TOLERANCE) < want, (job, measured, want)
+        assert want < max(measured) * (1 + PEAK_TOLERANCE), (job, measured, want)
 
 
 def test_collectives_are_the_predicted_messages(runs):

@@ -386,7 +386,7 @@
   const SHARDINGS = ["ddp", "zero1", "zero2", "zero3"];
   const GATHERED_LAYERS = 2;
   const SHARDED_PARTS = { ddp: [], zero1: ["optimizer", "master_weights", "optimizer_temporaries"] };
-  SHARDED_PARTS.zero2 = SHARDED_PARTS.zero1.concat(["gradients", "embedding_gradient", "weights"]);
+  SHARDED_PARTS.zero2 = SHARDED_PARTS.zero1.concat(["gradients", "embedding_gradient", "weights", "adapter"]);
   SHARDED_PARTS.zero3 = SHARDED_PARTS.zero2;
 
   /** Same as llmbook.memory.sharded_phases: each moment's parts on one of o.gpus GPUs. */
