@@ -61,14 +61,10 @@ def run_workers(spec: dict, nproc: int, timeout_s: float = 300) -> list[dict]:
         try:
             log, _ = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            _kill(proc)
             raise WorkersFailed(
                 f"{nproc} processes did not finish within {timeout_s:.0f} s and were stopped"
             ) from None
-        except BaseException:  # an interrupted cell: leave nothing behind
-            _kill(proc)
-            raise
-        finally:
+        finally:  # also on an error or an interrupted cell: leave nothing behind
             _kill(proc)
         if proc.returncode != 0:
             errors = sorted(Path(out).glob("error-rank*.txt"))

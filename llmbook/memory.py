@@ -628,8 +628,7 @@ def _print_job(config, args) -> int:
     sharding = args.sharding or ("ddp" if args.gpus > 1 else None)
     if sharding:
         phases = sharded_phases(config, args.recipe, args.gpus, sharding, **options)
-        moment = max(phases, key=lambda name: sum(phases[name].values()))
-        live = phases[moment]
+        moment, live = largest(phases)
     else:
         moment, live = peak(config, args.recipe, **options)
     total = sum(live.values())
@@ -1461,11 +1460,16 @@ def _layer_numels(config, recipe: str, rank: int) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if first.search(n))
 
 
-def peak(config, recipe: str = "inference", **options: Any) -> tuple[str, dict]:
-    """The moment of :func:`step_phases` that holds the most, and its parts."""
-    phases = step_phases(config, recipe, **options)
+def largest(phases: dict) -> tuple[str, dict]:
+    """The moment of ``phases`` (``{moment: {part: bytes}}``) that holds the most, and
+    its parts."""
     moment = max(phases, key=lambda name: sum(phases[name].values()))
     return moment, phases[moment]
+
+
+def peak(config, recipe: str = "inference", **options: Any) -> tuple[str, dict]:
+    """The moment of :func:`step_phases` that holds the most, and its parts."""
+    return largest(step_phases(config, recipe, **options))
 
 
 def peak_bytes(config, recipe: str = "inference", **options: Any) -> int:
@@ -1529,9 +1533,9 @@ def sharded_phases(
     ``offload`` (``zero2`` and ``zero3``: FSDP2's ``CPUOffloadPolicy``) keeps the sharded
     weights, gradients and optimizer states in CPU memory and steps the optimizer there:
     the GPU holds what is gathered and computed. Under FSDP2 (``zero2``, ``zero3``) the
-    recipe ``full`` means a ``MixedPrecisionPolicy``
-    with bf16 parameters and fp32 gradient reduction instead of ``torch.autocast``: the
-    gathered bf16 weights replace autocast's copies. Activations, logits and the loss's
+    recipe ``full`` means a ``MixedPrecisionPolicy`` with bf16 parameters and fp32
+    gradient reduction instead of ``torch.autocast``: the gathered bf16 weights replace
+    autocast's copies. Activations, logits and the loss's
     buffers are per GPU and not divided. ``gpus=1`` with ``ddp`` adds the buckets to
     :func:`step_phases`; the single-process numbers are :func:`step_phases`' own.
 

@@ -22,7 +22,20 @@ def zero_paper_bytes(psi: float, gpus: int, stage: int, k: int = ZERO_K) -> floa
     return weights + grads + states
 
 
-# book/11_sharded_training.ipynb, cell cell-026
+# book/11_sharded_training.ipynb, cell cell-014
+def sharding_of(job: dict) -> str:
+    """The name llmbook.memory gives a worker job's strategy."""
+    if job["strategy"] in ("ddp", "zero1"):
+        return job["strategy"]
+    return "zero3" if job["reshard"] else "zero2"
+
+
+def recipe_of(job: dict) -> str:
+    """The llmbook.memory recipe of a worker job: fp32 weights, fp32 or bf16 compute."""
+    return "full" if job.get("bf16") else "full-fp32"
+
+
+# book/11_sharded_training.ipynb, cell cell-027
 def ring_wire_bytes(op: str, message_bytes: float, gpus: int) -> float:
     """Bytes each of ``gpus`` processes sends, on average, for one collective on a ring:
     ``(n-1)/n`` of the message, twice for an all-reduce (a reduce-scatter, then an
@@ -30,7 +43,7 @@ def ring_wire_bytes(op: str, message_bytes: float, gpus: int) -> float:
     return (2 if op == "all_reduce" else 1) * (gpus - 1) / gpus * message_bytes
 
 
-# book/11_sharded_training.ipynb, cell cell-048
+# book/11_sharded_training.ipynb, cell cell-049
 def pipeline_bubble(stages: int, micro_batches: int) -> float:
     """Share of a GPipe step each stage idles: (p - 1) / (m + p - 1)."""
     return (stages - 1) / (micro_batches + stages - 1)
