@@ -42,7 +42,15 @@ from .units import GB, GIB
 #:   group (:func:`quanto_int4_group`) in the model's dtype; each layer also gets two
 #:   fp32 scalar buffers.
 WRAPPER_QUANTIZATIONS = ("torchao-int8", "torchao-fp8", "quanto-int8", "quanto-int4")
-QUANTIZATIONS = ("int8", "nf4", "fp4", *WRAPPER_QUANTIZATIONS)
+#: - mxfp4 (a pre-quantized checkpoint with ``quantization_config: mxfp4``, as gpt-oss
+#:   ships): the experts' weights of a mixture-of-experts block (``GptOssExperts``:
+#:   ``gate_up_proj`` and ``down_proj``) as FP4 E2M1 codes two per byte, with one E8M0
+#:   scale byte per block of :data:`MX_BLOCK` along the input dimension; everything else
+#:   in the model's dtype. Without MXFP4 kernels transformers dequantizes them to bf16 on
+#:   load: estimate that with ``quantization=None`` and bf16.
+QUANTIZATIONS = ("int8", "nf4", "fp4", *WRAPPER_QUANTIZATIONS, "mxfp4")
+MX_BLOCK = 32  # elements sharing one E8M0 scale in the OCP MX formats
+MXFP4_WEIGHTS = ("experts.gate_up_proj", "experts.down_proj")
 QUANTO_INT4_GROUP = 128
 QUANTO_LAYER_BUFFERS = 8  # input_scale and output_scale, fp32 scalars
 BLOCKSIZE_4BIT = 64  # elements per absmax constant (bitsandbytes' default for weights)
@@ -189,7 +197,7 @@ def weight_bytes(numel: int, quantization: str | None, dtype_bytes: int) -> int:
     """Bytes of a weight tensor as stored: int8 1 per element, 4-bit 2 elements per byte."""
     if quantization in ("int8", "torchao-int8", "torchao-fp8", "quanto-int8"):
         return numel
-    if quantization in ("nf4", "fp4", "quanto-int4"):
+    if quantization in ("nf4", "fp4", "quanto-int4", "mxfp4"):
         return (numel + 1) // 2
     return numel * dtype_bytes
 
@@ -210,6 +218,8 @@ def constants_bytes(
         return (4 + 1) * out_features  # fp32 scale + int8 zero point per row
     if quantization == "torchao-fp8":
         return 4 * out_features
+    if quantization == "mxfp4":
+        return numel // MX_BLOCK  # one E8M0 byte per block
     if quantization == "quanto-int8":
         return dtype_bytes * out_features + QUANTO_LAYER_BUFFERS
     if quantization == "quanto-int4":
@@ -246,6 +256,7 @@ _STORED_AS = {
     "torchao-fp8": "float8_e4m3fn",
     "quanto-int8": "int8",
     "quanto-int4": "uint8 (4-bit pairs)",
+    "mxfp4": "uint8 (FP4 E2M1 pairs)",
 }
 
 
@@ -325,6 +336,12 @@ def estimate(
                     else weight.shape[0]
                 )
                 quantized_weights[f"{name}.weight"] = (out_features, quantization)
+    if quantization == "mxfp4":  # only the experts' weights, not the linear layers
+        quantized_weights = {
+            name: (p.shape[-1], quantization)
+            for name, p in model.named_parameters()
+            if name.endswith(MXFP4_WEIGHTS)
+        }
 
     tensors = []
     for name, p in model.named_parameters():  # tied parameters appear once

@@ -23,14 +23,20 @@ def to_bits(value: float, dtype: torch.dtype) -> str:
 import math
 
 
-def decode(bits: str, e: int, m: int, ieee_special: bool = True) -> float:
-    """Value of a float from its bit string: sign, e exponent bits, m mantissa bits."""
+def decode(
+    bits: str, e: int, m: int, ieee_special: bool = True, nan: bool = True
+) -> float:
+    """Value of a float from its bit string: sign, e exponent bits, m mantissa bits.
+
+    ieee_special: the all-ones exponent means inf or NaN (fp32, fp16, bf16, e5m2).
+    Otherwise only the all-ones pattern is NaN (e4m3fn), or, with nan=False, no
+    pattern is special at all (the 4- and 6-bit floats of chapter 12)."""
     s, E, M = int(bits[0]), int(bits[1 : 1 + e], 2), int(bits[1 + e :], 2)
     bias = 2 ** (e - 1) - 1
     sign = -1.0 if s else 1.0
     if ieee_special and E == 2**e - 1:
         return sign * math.inf if M == 0 else math.nan
-    if not ieee_special and E == 2**e - 1 and M == 2**m - 1:
+    if not ieee_special and nan and E == 2**e - 1 and M == 2**m - 1:
         return math.nan
     if E == 0:  # subnormal: no hidden 1, smallest exponent
         return sign * (M / 2**m) * 2.0 ** (1 - bias)
