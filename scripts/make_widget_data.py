@@ -3,8 +3,9 @@
 - ``book/_static/widgets/presets.js``: the memory calculator's preset architectures
   (``llmbook.memory.PRESETS``), loaded by the site.
 - ``tests/js/vectors.json``: test vectors the JavaScript must reproduce exactly: bit
-  patterns, stored values and neighbours of many values in fp32, fp16, bf16 and fp8
-  (computed exactly, and checked against NumPy and ml_dtypes), absmax int8 and NF4 codes
+  patterns, stored values and neighbours of many values in fp32, fp16, bf16, fp8, fp4
+  e2m1 and e8m0 (computed exactly, and checked against NumPy and ml_dtypes), blocks of
+  32 through the MX formats (chapter 12's quantizer), absmax int8 and NF4 codes
   (checked against bitsandbytes' own quantizer), and memory breakdowns of many configs
   (``llmbook.memory.breakdown``).
 
@@ -72,37 +73,62 @@ VECTORS = ROOT / "tests" / "js" / "vectors.json"
 #   JSON's floats are Python's repr (shortest round trip; -0.0 keeps its sign). Dicts keep
 #   insertion order; no set is iterated.
 
-FORMATS = {  # widget key: (exponent bits, mantissa bits, IEEE inf/NaN?, numpy dtype, unsigned view)
-    "fp32": (8, 23, True, np.float32, np.uint32),
-    "fp16": (5, 10, True, np.float16, np.uint16),
-    "bf16": (8, 7, True, ml_dtypes.bfloat16, np.uint16),
-    "e4m3": (
-        4,
-        3,
-        False,
-        ml_dtypes.float8_e4m3fn,
-        np.uint8,
-    ),  # fn: no infinity, NaN only 0x7f/0xff
-    "e5m2": (5, 2, True, ml_dtypes.float8_e5m2, np.uint8),
+#: widget key: (exponent bits, mantissa bits, kind, ml_dtypes/NumPy dtype, unsigned view).
+#: Kinds: "ieee" (all-ones exponent is inf/NaN), "fn" (e4m3fn: no infinity, NaN only
+#: 0x7f/0xff), "finite" (fp4 e2m1: no inf, no NaN; overflow saturates, as ml_dtypes
+#: does; a NaN has no code), "e8m0" (the MX scale: unsigned, 8 exponent bits, 2**(E-127),
+#: 255 is NaN; a positive value rounds to the nearest power of two, ties up, as
+#: ml_dtypes and torch do; zero and negatives have no code: ml_dtypes makes them NaN,
+#: torch does not, so the widget says "not representable").
+FORMATS = {
+    "fp32": (8, 23, "ieee", np.float32, np.uint32),
+    "fp16": (5, 10, "ieee", np.float16, np.uint16),
+    "bf16": (8, 7, "ieee", ml_dtypes.bfloat16, np.uint16),
+    "e4m3": (4, 3, "fn", ml_dtypes.float8_e4m3fn, np.uint8),
+    "e5m2": (5, 2, "ieee", ml_dtypes.float8_e5m2, np.uint8),
+    "e2m1": (2, 1, "finite", ml_dtypes.float4_e2m1fn, np.uint8),
+    "e8m0": (8, 0, "e8m0", ml_dtypes.float8_e8m0fnu, np.uint8),
 }
 
 
-def layout(key: str) -> tuple[int, int, bool, int, int, int]:
-    """ebits, mbits, ieee, bias, sign bit, largest finite magnitude's bit pattern."""
-    ebits, mbits, ieee = FORMATS[key][:3]
+def layout(key: str) -> tuple[int, int, str, int, int, int]:
+    """ebits, mbits, kind, bias, sign bit (0: unsigned), largest finite magnitude's bits."""
+    ebits, mbits, kind = FORMATS[key][:3]
     emax = (1 << ebits) - 1
-    max_finite = (
-        ((emax - 1) << mbits) | ((1 << mbits) - 1)
-        if ieee
-        else (emax << mbits) | ((1 << mbits) - 2)
-    )
-    return ebits, mbits, ieee, (1 << (ebits - 1)) - 1, 1 << (ebits + mbits), max_finite
+    max_finite = {
+        "ieee": ((emax - 1) << mbits) | ((1 << mbits) - 1),
+        "fn": (emax << mbits) | ((1 << mbits) - 2),
+        "finite": (emax << mbits) | ((1 << mbits) - 1),
+        "e8m0": emax - 1,
+    }[kind]
+    sign = 0 if kind == "e8m0" else 1 << (ebits + mbits)
+    return ebits, mbits, kind, (1 << (ebits - 1)) - 1, sign, max_finite
 
 
-def nan_bits(key: str) -> int:
-    """The canonical NaN: sign clear; IEEE: exponent all ones, mantissa top bit; e4m3fn: 0x7f."""
-    ebits, mbits, ieee, _, sign, _ = layout(key)
-    return ((((1 << ebits) - 1) << mbits) | (1 << (mbits - 1))) if ieee else sign - 1
+def nan_bits(key: str) -> int | None:
+    """The canonical NaN: sign clear; IEEE: exponent all ones, mantissa top bit; e4m3fn:
+    0x7f; e8m0: 0xff; fp4 e2m1 has none."""
+    ebits, mbits, kind, _, sign, _ = layout(key)
+    if kind == "ieee":
+        return (((1 << ebits) - 1) << mbits) | (1 << (mbits - 1))
+    return {"fn": sign - 1, "finite": None, "e8m0": 255}[kind]
+
+
+def encode_e8m0(x: float) -> int | None:
+    """E8M0 code of x: the nearest power of two, ties up, clamped below at 2**-127;
+    255 (NaN) past 2**127 and for inf or NaN; None for zero and negatives."""
+    if math.isnan(x) or math.isinf(x):
+        return 255
+    if x <= 0:
+        return None
+    a = Fraction(x)
+    e = a.numerator.bit_length() - a.denominator.bit_length()
+    if Fraction(2) ** e > a:
+        e -= 1
+    if a >= Fraction(3, 2) * Fraction(2) ** e:
+        e += 1
+    e = max(e, -127)
+    return 255 if e > 127 else e + 127
 
 
 def round_magnitude(a: Fraction, key: str) -> int | None:
@@ -124,14 +150,17 @@ def round_magnitude(a: Fraction, key: str) -> int | None:
     return None if bits > max_finite else bits
 
 
-def encode(x: float | Fraction, key: str) -> int:
+def encode(x: float | Fraction, key: str) -> int | None:
     """Bit pattern of x in format key: round half to even; overflow to inf (to NaN in
-    e4m3fn) with the sign of x; a zero, or a value rounding to zero, keeps the sign of x."""
-    ieee, sign, max_finite = layout(key)[2], layout(key)[4], layout(key)[5]
-    overflow = (
-        max_finite + 1 if ieee else nan_bits(key)
-    )  # IEEE: the pattern after the largest is inf
+    e4m3fn, to the largest value in fp4 e2m1) with the sign of x; a zero, or a value
+    rounding to zero, keeps the sign of x. None: x has no code (see FORMATS)."""
+    kind, sign, max_finite = layout(key)[2], layout(key)[4], layout(key)[5]
+    if kind == "e8m0":
+        return encode_e8m0(float(x))
+    overflow = {"ieee": max_finite + 1, "fn": nan_bits(key), "finite": max_finite}[kind]
     if isinstance(x, float):
+        if math.isnan(x) and kind == "finite":
+            return None
         if math.isnan(x):
             return nan_bits(key)
         negative = math.copysign(1.0, x) < 0
@@ -143,10 +172,13 @@ def encode(x: float | Fraction, key: str) -> int:
 
 def decode(bits: int, key: str) -> float:
     """Value of a bit pattern (exact: every value of these formats is a float64)."""
-    ebits, mbits, ieee, bias, sign, _ = layout(key)
+    ebits, mbits, kind, bias, sign, _ = layout(key)
+    if kind == "e8m0":
+        return math.nan if bits == 255 else math.ldexp(1.0, bits - 127)
+    ieee = kind == "ieee"
     mag = bits & (sign - 1)
     e, m = mag >> mbits, mag & ((1 << mbits) - 1)
-    if (ieee and e == (1 << ebits) - 1) or (not ieee and mag == nan_bits(key)):
+    if (ieee and e == (1 << ebits) - 1) or (kind == "fn" and mag == nan_bits(key)):
         v = math.inf if (ieee and m == 0) else math.nan
     elif e == 0:
         v = math.ldexp(m, 1 - bias - mbits)
@@ -163,9 +195,12 @@ def f32(x: float | Fraction) -> float:
 def neighbours(bits: int, key: str) -> tuple[float | None, float | None]:
     """The values just below and above a finite value, from its bit pattern (the widget's
     rule; see the top of this section for signed zeros). None past the largest finite."""
-    _, _, _, _, sign, max_finite = layout(key)
+    _, _, kind, _, sign, max_finite = layout(key)
     if not math.isfinite(decode(bits, key)):
         return None, None
+    if kind == "e8m0":  # no zero, no sign: the powers of two on either side
+        below = decode(bits - 1, key) if bits > 0 else None
+        return below, (decode(bits + 1, key) if bits < max_finite else None)
     mag, negative = bits & (sign - 1), bool(bits & sign)
     if mag == 0:
         return decode(sign | 1, key), decode(1, key)
@@ -249,6 +284,19 @@ def float_values() -> list[float]:
         1e10,
         123456.789,
         -0.001,
+        # fp4 e2m1 and the e8m0 scale: ties, saturation, the ends of e8m0's range
+        0.25,
+        0.75,
+        1.5,
+        3.0,
+        5.0,
+        7.0,
+        -7.0,
+        0.3,
+        2**-127,
+        3 * 2**-128,
+        2**-130,
+        1.7e38,
     ]
     # random magnitudes from 1e-9 to 1e6: uniform fp32 bit patterns, so about log-uniform
     rng = np.random.default_rng(0)
@@ -273,11 +321,22 @@ def check_against_libraries(rows: list[dict]) -> None:
         for key, (*_, dtype, view) in FORMATS.items():
             lib_bits = xs.astype(np.float32).astype(dtype).view(view).astype(np.uint64)
             ours = np.array(
-                [row["formats"][key]["bits"] for row in rows], dtype=np.uint64
+                [
+                    2**64 - 1 if (b := row["formats"][key]["bits"]) is None else b
+                    for row in rows
+                ],
+                dtype=np.uint64,
             )
-            lib_values = ours.astype(view).view(dtype).astype(np.float64)
+            lib_values = (
+                np.where(ours == np.uint64(2**64 - 1), 0, ours)
+                .astype(view)
+                .view(dtype)
+                .astype(np.float64)
+            )
             for row, lb, lv in zip(rows, lib_bits, lib_values, strict=True):
                 want = row["formats"][key]
+                if want["bits"] is None:  # no code here; ml_dtypes' is its own choice
+                    continue
                 lib_value = decode(int(lb), key)
                 if not (
                     int(lb) == want["bits"]
@@ -304,6 +363,10 @@ def float_vectors() -> list[dict]:
         row = {"x": num(x), "x_float": x, "formats": {}}
         for key in FORMATS:
             bits = encode(x, key)
+            if bits is None:
+                row["formats"][key] = {"bits": None, "value": None, "below": None}
+                row["formats"][key] |= {"above": None, "value_float": math.nan}
+                continue
             value = decode(bits, key)
             below, above = neighbours(bits, key)
             row["formats"][key] = {
@@ -561,8 +624,51 @@ def presets_js() -> str:
     )
 
 
+def mx_values(rng, n: int) -> list[float]:
+    """n fp32-exact values: random integers over a random power of two (no np.exp)."""
+    shift = int(rng.integers(-12, 12))
+    return [int(v) * 2.0**shift for v in rng.integers(-4096, 4097, n)]
+
+
+def mx_vectors() -> list[dict]:
+    """Blocks of 32 through every MX format with the chapter's own quantizer
+    (llmbook.pages.ch12.quantize_mx, bit for bit torchao's): scale code, element codes,
+    element values and stored values. Exact in fp32 and in the widget's float64."""
+    import torch
+
+    from llmbook.pages.ch12 import MX_BLOCK, MX_FORMATS, element_codes, quantize_mx
+
+    rng = np.random.default_rng(1)
+    blocks = [
+        [0.0] * MX_BLOCK,  # all zero: the smallest scale
+        [k / 4 for k in range(-16, 16)],  # quarters: ties in every element format
+        [1.0] + [0.0] * 30 + [-1.0],  # a maximum that is a power of two
+        [1000.0] + [0.01 * k for k in range(31)],  # one outlier
+        [-0.0, 5.0, 7.5, 6.0, -6.5] + [0.5] * 27,  # clipped and tied near the top
+    ]
+    blocks += [mx_values(rng, MX_BLOCK) for _ in range(12)]
+    rows = []
+    for fmt in MX_FORMATS:
+        for values in blocks:
+            x = torch.tensor([values], dtype=torch.float32)
+            scale, elements = quantize_mx(x, fmt)
+            stored = elements * torch.exp2(scale.float() - 127)
+            rows.append(
+                {
+                    "format": fmt,
+                    "values": values,
+                    "scale_code": int(scale.item()),
+                    "codes": element_codes(elements[0], fmt).tolist(),
+                    "elements": elements[0].tolist(),
+                    "stored": stored[0].tolist(),
+                }
+            )
+    return rows
+
+
 SECTIONS = {
     "floats": float_vectors,
+    "mx": mx_vectors,
     "quantizers": quant_vectors,
     "memory": memory_vectors,
     "sharded": sharded_vectors,

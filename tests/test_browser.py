@@ -331,6 +331,20 @@ def test_float_explorer_by_typing_and_clicking(site, browser, shots, viewport):
             page.locator("tr[data-quantizer='absmax int8'] td.llmb-code").inner_text()
             == "38"
         )
+        value.fill("7")  # fp4 saturates; e8m0 rounds to the nearest power of two
+        assert row_value(page, "e2m1") == "6" and row_value(page, "e8m0") == "8"
+        value.fill("nan")
+        kind = page.locator("tr[data-format='e2m1'] td.llmb-kind").inner_text()
+        assert kind == "not representable"
+        explorer = page.locator("[data-llmb-widget='float-explorer']")
+        explorer.locator("textarea").fill("5 1 -0.3 7.5")
+        explorer.locator("select").select_option("MXFP4 E2M1")
+        scale = page.locator("caption[data-mx-scale]")
+        assert scale.get_attribute("data-mx-scale") == "127"  # 2**0: 7.5 < 8
+        stored = page.locator("table.llmb-mx td.llmb-value").all_inner_texts()
+        assert stored == ["4", "1", "-0.5", "6"]  # a tie to even, and a clipped maximum
+        explorer.locator("textarea").fill(" ".join(["1"] * 33))
+        assert "at most 32" in page.locator("table.llmb-mx caption").inner_text()
         finish(
             v,
             shots
@@ -361,6 +375,13 @@ def test_widget_arithmetic_in_the_browser_matches_python(site, browser):
             if (W.encode(num(row.x), f) !== want.bits) out.push(`${k} encode ${row.x}`);
             const got = W.decode(want.bits, f), exp = num(want.value);
             if (!(Object.is(got, exp) || (Number.isNaN(got) && Number.isNaN(exp)))) out.push(`${k} decode ${want.bits}`);
+          }
+          for (const r of V.mx) {
+            const got = W.quantizeMxBlock(r.values, r.format);
+            if (got.scaleCode !== r.scale_code) out.push(`${r.format} scale`);
+            got.elements.forEach((e, i) => {
+              if (e.code !== r.codes[i] || !Object.is(e.stored, r.stored[i])) out.push(`${r.format} [${i}]`);
+            });
           }
           for (const c of V.quantizers) {
             if (W.quantizeInt8(c.x, c.absmax).code !== c.int8) out.push(`int8 ${c.x}`);

@@ -1,9 +1,11 @@
 /*
  * LLM Memory & Precision: two widgets that run without a kernel.
  *
- * - Float explorer: a value's bits in fp32, fp16, bf16, fp8 e4m3 and e5m2, decoded,
- *   with its rounding error and neighbours; bits flip on click (or Enter/Space); the
- *   same value through absmax int8 and the NF4 code book for a given scale.
+ * - Float explorer: a value's bits in fp32, fp16, bf16, fp8 e4m3 and e5m2, fp4 e2m1
+ *   and the e8m0 scale, decoded, with its rounding error and neighbours; bits flip on
+ *   click (or Enter/Space); the same value through absmax int8 and the NF4 code book for
+ *   a given scale; and a block of up to 32 values through an MX format (shared E8M0
+ *   scale, each element's code).
  * - Memory calculator: weights, KV cache, activations, gradients and optimizer states
  *   for inference, full fine-tuning, LoRA and QLoRA, against common GPU sizes.
  *
@@ -21,18 +23,27 @@
   // mantissa all-ones, which is NaN; there is no infinity. Overflow follows ml_dtypes
   // (round to nearest even, then inf where the format has it, else NaN); note that
   // torch instead saturates to the largest finite value for float8_e4m3fn.
+  // finite (fp4 e2m1, fp6): no infinity and no NaN; overflow saturates (as ml_dtypes),
+  // and a NaN has no code (encode returns null). unsigned (e8m0, the MX scale): 8
+  // exponent bits, no sign, no mantissa: 2**(E - 127), 255 is NaN; a positive value
+  // rounds to the nearest power of two, ties up (ml_dtypes and torch agree); zero and
+  // negatives have no code (null).
   const FORMATS = {
     fp32: { name: "fp32", ebits: 8, mbits: 23, ieee: true },
     fp16: { name: "fp16", ebits: 5, mbits: 10, ieee: true },
     bf16: { name: "bf16", ebits: 8, mbits: 7, ieee: true },
     e4m3: { name: "fp8 e4m3", ebits: 4, mbits: 3, ieee: false },
     e5m2: { name: "fp8 e5m2", ebits: 5, mbits: 2, ieee: true },
+    e2m1: { name: "fp4 e2m1", ebits: 2, mbits: 1, ieee: false, finite: true },
+    e8m0: { name: "e8m0 (MX scale)", ebits: 8, mbits: 0, ieee: false, unsigned: true },
   };
-  for (const f of Object.values(FORMATS)) {
+  function complete(f) {
     f.bias = (1 << (f.ebits - 1)) - 1;
-    f.width = 1 + f.ebits + f.mbits;
+    f.width = (f.unsigned ? 0 : 1) + f.ebits + f.mbits;
     f.expMax = (1 << f.ebits) - 1; // all-ones exponent field
+    return f;
   }
+  for (const f of Object.values(FORMATS)) complete(f);
 
   function pow2(n) {
     return Math.pow(2, n);
@@ -40,21 +51,45 @@
 
   /** Value of a bit pattern (an integer below 2**width) in format f. */
   function decode(bits, f) {
+    if (bits === null) return null;
+    if (f.unsigned) return bits === f.expMax ? NaN : pow2(bits - f.bias);
     const sign = Math.floor(bits / pow2(f.width - 1)) % 2 ? -1 : 1;
     const e = Math.floor(bits / pow2(f.mbits)) % pow2(f.ebits);
     const m = bits % pow2(f.mbits);
     if (f.ieee && e === f.expMax) return m === 0 ? sign * Infinity : NaN;
-    if (!f.ieee && e === f.expMax && m === pow2(f.mbits) - 1) return NaN;
+    if (!f.ieee && !f.finite && e === f.expMax && m === pow2(f.mbits) - 1) return NaN;
     if (e === 0) return sign * m * pow2(1 - f.bias - f.mbits);
     return sign * (pow2(f.mbits) + m) * pow2(e - f.bias - f.mbits);
   }
 
   function nanBits(f) {
+    if (f.unsigned) return f.expMax;
+    if (f.finite) return null;
     return f.ieee ? (f.expMax * pow2(f.mbits) + pow2(f.mbits - 1)) : (pow2(f.width - 1) - 1);
   }
 
   function maxFiniteBits(f) {
-    return f.ieee ? (f.expMax - 1) * pow2(f.mbits) + pow2(f.mbits) - 1 : f.expMax * pow2(f.mbits) + pow2(f.mbits) - 2;
+    if (f.unsigned) return f.expMax - 1;
+    const top = f.expMax * pow2(f.mbits) + pow2(f.mbits) - 1; // all ones but the sign
+    return f.ieee ? top - pow2(f.mbits) : f.finite ? top : top - 1;
+  }
+
+  /** floor(log2(a)) for a finite a > 0, exactly (Math.log2 can be off near powers of two). */
+  function floorLog2(a) {
+    let e = Math.floor(Math.log2(a));
+    if (pow2(e) > a) e -= 1;
+    else if (pow2(e + 1) <= a) e += 1;
+    return e;
+  }
+
+  /** E8M0 code of x: nearest power of two, ties up, at least 2**-127; NaN past 2**127. */
+  function encodeE8m0(x, f) {
+    if (Number.isNaN(x) || x === Infinity || x === -Infinity) return f.expMax;
+    if (!(x > 0)) return null;
+    let e = floorLog2(x);
+    if (x >= 1.5 * pow2(e)) e += 1;
+    e = Math.max(e, -f.bias);
+    return e > f.bias ? f.expMax : e + f.bias;
   }
 
   function roundHalfEven(q) {
@@ -67,16 +102,15 @@
 
   /** Nearest bit pattern to x in format f (round half to even). */
   function encode(x, f) {
+    if (f.unsigned) return encodeE8m0(x, f);
     if (Number.isNaN(x)) return nanBits(f);
     const signBit = x < 0 || Object.is(x, -0) ? pow2(f.width - 1) : 0;
     const a = Math.abs(x);
-    const overflow = signBit + (f.ieee ? f.expMax * pow2(f.mbits) : nanBits(f));
+    const overflow = signBit + (f.ieee ? f.expMax * pow2(f.mbits) : f.finite ? maxFiniteBits(f) : nanBits(f));
     if (a === Infinity) return overflow;
     if (a === 0) return signBit;
     const minExp = 1 - f.bias;
-    let e = Math.floor(Math.log2(a));
-    if (pow2(e) > a) e -= 1; // log2 can be off by one near powers of two
-    else if (pow2(e + 1) <= a) e += 1;
+    let e = floorLog2(a);
     if (e < minExp) e = minExp; // subnormal range: fixed exponent
     let r = roundHalfEven(a / pow2(e - f.mbits)); // scaled significand, an integer
     if (r === pow2(f.mbits + 1)) { r /= 2; e += 1; }
@@ -88,7 +122,9 @@
   }
 
   function classify(bits, f) {
+    if (bits === null) return "not representable";
     const v = decode(bits, f);
+    if (f.unsigned) return Number.isNaN(v) ? "NaN" : "power of two";
     if (Number.isNaN(v)) return "NaN";
     if (!Number.isFinite(v)) return "infinity";
     if (v === 0) return "zero";
@@ -99,7 +135,11 @@
   /** The representable values just below and above the (finite) value of bits. */
   function neighbours(bits, f) {
     const v = decode(bits, f);
-    if (!Number.isFinite(v)) return { below: null, above: null };
+    if (v === null || !Number.isFinite(v)) return { below: null, above: null };
+    if (f.unsigned) { // no zero and no sign: the powers of two on either side
+      return { below: bits > 0 ? decode(bits - 1, f) : null,
+        above: bits < maxFiniteBits(f) ? decode(bits + 1, f) : null };
+    }
     const signBit = pow2(f.width - 1);
     const mag = bits % signBit;
     const negative = bits >= signBit;
@@ -118,8 +158,46 @@
   }
 
   function fields(bits, f) {
+    if (bits === null) return { sign: "", exponent: "", mantissa: "" };
     const s = bits.toString(2).padStart(f.width, "0");
-    return { sign: s.slice(0, 1), exponent: s.slice(1, 1 + f.ebits), mantissa: s.slice(1 + f.ebits) };
+    const k = f.unsigned ? 0 : 1;
+    return { sign: s.slice(0, k), exponent: s.slice(k, k + f.ebits), mantissa: s.slice(k + f.ebits) };
+  }
+
+  // ---------------------------------------------------------------- MX blocks
+  // The OCP MX formats (chapter 12): a block of 32 elements shares one E8M0 scale, the
+  // largest power of two of the block's maximum divided by the element format's largest
+  // power of two; each element is x / scale rounded to the element format, saturating.
+  // Mirrors llmbook.pages.ch12.quantize_mx (and torchao's to_mx), including torchao's
+  // clamp of the divisor to 2**-126 (the smallest normal fp32).
+  const MX_BLOCK = 32;
+  const MX_FORMATS = {
+    "MXFP4 E2M1": FORMATS.e2m1,
+    "MXFP6 E2M3": complete({ name: "fp6 e2m3", ebits: 2, mbits: 3, ieee: false, finite: true }),
+    "MXFP6 E3M2": complete({ name: "fp6 e3m2", ebits: 3, mbits: 2, ieee: false, finite: true }),
+    "MXFP8 E4M3": FORMATS.e4m3,
+    "MXFP8 E5M2": FORMATS.e5m2,
+  };
+
+  /** One MX block: its E8M0 scale code and, per element, the code, the element's value and
+   * the value stored (element x scale). values: up to MX_BLOCK finite numbers. */
+  function quantizeMxBlock(values, fmt) {
+    const f = MX_FORMATS[fmt];
+    if (!f) throw new Error("unknown MX format " + fmt + "; choose one of " + Object.keys(MX_FORMATS).join(", "));
+    const largest = decode(maxFiniteBits(f), f);
+    const emax = floorLog2(largest);
+    const amax = Math.max(0, ...values.map(Math.abs));
+    const amaxPow2 = amax < pow2(-126) ? -127 : floorLog2(amax); // fp32 exponent field
+    const shared = Math.max(-127, Math.min(127, amaxPow2 - emax));
+    const divisor = pow2(Math.max(shared, -126));
+    const scale = pow2(shared);
+    const elements = values.map((x) => {
+      const q = Math.max(-largest, Math.min(largest, x / divisor)); // saturate
+      const code = encode(Object.is(q, 0) && (x < 0 || Object.is(x, -0)) ? -0 : q, f);
+      const element = decode(code, f);
+      return { code, element, stored: element * scale };
+    });
+    return { scaleCode: shared + 127, scale, elements, format: f };
   }
 
   // ---------------------------------------------------------------- int8 and nf4
@@ -451,7 +529,8 @@
     return gpuData.gpus.filter((g) => totalBytes <= g.usable_bytes).map((g) => g.name);
   }
 
-  const api = { FORMATS, NF4, RECIPES, decode, encode, classify, neighbours, fields, roundHalfEven,
+  const api = { FORMATS, MX_FORMATS, MX_BLOCK, quantizeMxBlock, NF4, RECIPES, decode, encode, classify,
+    neighbours, fields, roundHalfEven,
     quantizeInt8, quantizeNf4, parameters, weightBytes, kvCacheBytes, prefillActivationBytes,
     trainingActivationBytes, autocastCacheBytes, loraParameters, trainableNumels, optimizerStateBytes,
     OPTIMIZERS, ATTENTIONS, breakdown, stepPhases, peak, fitsOn, SHARDINGS, shardedPhases, largest };
@@ -492,6 +571,20 @@
       text: "Type a number (1e-5, -65504, inf, nan), or drag. Click a bit, or focus it and press Enter or Space, to flip it." }));
     host.appendChild(table);
     host.appendChild(qtable);
+    const block = el("textarea", { id: id + "-mx", rows: "3", class: "llmb-input llmb-block",
+      "aria-describedby": id + "-mxhelp" });
+    block.value = host.dataset.block || "0.12 -0.07 0.31 0.02 -0.25 0.18 -0.11 0.05 0.09 -0.14 0.22 -0.03 " +
+      "0.27 -0.19 0.08 0.01 -0.06 0.15 -0.21 0.04 0.11 -0.09 0.13 -0.02 0.17 0.06 -0.12 0.24 -0.16 0.03 0.1 4.5";
+    const mxFormat = el("select", { id: id + "-mxf" });
+    for (const name of Object.keys(MX_FORMATS)) mxFormat.appendChild(el("option", { value: name, text: name }));
+    const mxTable = el("table", { class: "llmb-table llmb-mx" });
+    host.appendChild(el("div", { class: "llmb-controls" }, [
+      el("label", { for: id + "-mx", text: "A block of up to " + MX_BLOCK + " values " }), block,
+      el("label", { for: id + "-mxf", text: " in " }), mxFormat]));
+    host.appendChild(el("p", { id: id + "-mxhelp", class: "llmb-help",
+      text: "Separate the values with spaces or commas. The block shares one E8M0 scale (a power of two); " +
+        "each value is stored as a small float times that scale." }));
+    host.appendChild(mxTable);
 
     function setValue(x) { input.value = fmt(x) === "NaN" ? "nan" : fmt(x); render(); }
 
@@ -513,6 +606,14 @@
         const bits = encode(x, f);
         const v = decode(bits, f);
         const parts = fields(bits, f);
+        if (bits === null) {
+          const why = f.unsigned ? "a scale is positive: no code for this value" : "this format has no NaN";
+          table.appendChild(el("tr", { "data-format": key }, [
+            el("th", { scope: "row", text: f.name }), el("td", { class: "llmb-value", text: "-" }), el("td", {}),
+            el("td", { class: "llmb-kind", text: "not representable" }), el("td", { text: why }),
+            el("td", { text: "-" }), el("td", { text: "-" })]));
+          continue;
+        }
         const bitCell = el("td", { class: "llmb-bits" });
         let index = f.width - 1;
         for (const [part, str] of [["sign", parts.sign], ["exponent", parts.exponent], ["mantissa", parts.mantissa]]) {
@@ -556,7 +657,37 @@
       }
       const a = Math.abs(x);
       if (Number.isFinite(a) && a > 0) slider.value = String(Math.max(-16, Math.min(16, Math.log2(a))));
+      renderBlock();
     }
+
+    function renderBlock() {
+      mxTable.innerHTML = "";
+      const values = block.value.split(/[\s,;]+/).filter((t) => t !== "").map(parse);
+      let problem = null;
+      if (values.length === 0) problem = "type at least one value";
+      else if (values.length > MX_BLOCK) problem = "at most " + MX_BLOCK + " values share one scale";
+      else if (!values.every(Number.isFinite)) problem = "every value must be a finite number";
+      if (problem) {
+        mxTable.appendChild(el("caption", { class: "llmb-error", text: "Block: " + problem }));
+        return;
+      }
+      const r = quantizeMxBlock(values, mxFormat.value);
+      const scaleBits = r.scaleCode.toString(2).padStart(8, "0");
+      mxTable.appendChild(el("caption", { "data-mx-scale": String(r.scaleCode), text: "Shared scale 2^" +
+        (r.scaleCode - 127) + " = " + fmt(r.scale) + " (E8M0 code " + r.scaleCode + ", bits " + scaleBits + ")" }));
+      mxTable.appendChild(el("tr", {}, ["#", "value", "element bits", "element", "stored (element × scale)", "error"]
+        .map((t) => el("th", { scope: "col", text: t }))));
+      r.elements.forEach((e, i) => {
+        const p = fields(e.code, r.format);
+        mxTable.appendChild(el("tr", { "data-mx-element": String(i) }, [el("td", { text: String(i) }),
+          el("td", { text: fmt(values[i]) }),
+          el("td", { class: "llmb-bits", text: p.sign + " " + p.exponent + " " + p.mantissa }),
+          el("td", { class: "llmb-code", text: fmt(e.element) }), el("td", { class: "llmb-value", text: fmt(e.stored) }),
+          el("td", { text: fmt(e.stored - values[i]) })]));
+      });
+    }
+    block.addEventListener("input", renderBlock);
+    mxFormat.addEventListener("change", renderBlock);
 
     input.addEventListener("input", render);
     scale.addEventListener("input", render);
