@@ -103,10 +103,12 @@ def test_round_to_float_is_torch_e4m3_cast():
     )
 
 
-def torchao_mx(x: torch.Tensor, fmt: str):
+def torchao_mx(x: torch.Tensor, fmt: str, rule: str = "floor"):
+    from torchao.prototype.mx_formats import ScaleCalculationMode
     from torchao.prototype.mx_formats.mx_tensor import to_dtype, to_mx
 
-    scale, data = to_mx(x, TORCHAO_ELEMENT[fmt], MX_BLOCK)
+    mode = {"floor": ScaleCalculationMode.FLOOR, "rceil": ScaleCalculationMode.RCEIL}
+    scale, data = to_mx(x, TORCHAO_ELEMENT[fmt], MX_BLOCK, mode[rule])
     codes = data.view(torch.uint8).numpy()
     if fmt == "MXFP4 E2M1":
         codes = np.stack([codes & 0x0F, codes >> 4], -1).reshape(x.shape)
@@ -114,11 +116,14 @@ def torchao_mx(x: torch.Tensor, fmt: str):
     return scale.view(torch.uint8), codes, values
 
 
+@pytest.mark.parametrize("rule", ["floor", "rceil"])
 @pytest.mark.parametrize("fmt", list(MX_FORMATS))
-def test_mx_scales_and_codes_equal_torchao(fmt):
+def test_mx_scales_and_codes_equal_torchao(fmt, rule):
     x = awkward_data()
-    scale, elements = quantize_mx(x, fmt)
-    their_scale, their_codes, their_values = torchao_mx(x, fmt)
+    if rule == "rceil":  # torchao divides an all-zero block's elements by 1, not 2**-126
+        x[0, :32] = 1.0
+    scale, elements = quantize_mx(x, fmt, rule=rule)
+    their_scale, their_codes, their_values = torchao_mx(x, fmt, rule)
     assert torch.equal(scale, their_scale)
     assert np.array_equal(element_codes(elements, fmt), their_codes)
     assert torch.equal(dequantize_mx(scale, elements), their_values)
@@ -132,6 +137,8 @@ def test_mx_scale_is_the_blocks_power_of_two_over_the_formats():
     assert scale.item() == 127 and elements[0, 3].item() == 4.0  # 5 is a tie: to even
     x[0, 3] = 7.5  # beyond 6: clipped
     assert quantize_mx(x, "MXFP4 E2M1")[1][0, 3].item() == 6.0
+    scale, elements = quantize_mx(x, "MXFP4 E2M1", rule="rceil")  # 7.5 / 6 -> 2**1
+    assert scale.item() == 128 and elements[0, 3].item() == 4.0  # 3.75 -> 4, no clipping
 
 
 def test_nvfp4_equals_torchao():

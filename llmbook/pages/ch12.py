@@ -31,15 +31,20 @@ MX_FORMATS = {
 
 
 # book/12_block_scaled_formats.ipynb, cell cell-017
-def quantize_mx(x: torch.Tensor, fmt: str, block: int = MX_BLOCK):
-    """x (..., n) -> (E8M0 scale codes (..., n // block) uint8, elements (..., n) as
-    the fp32 values of the element format)."""
+def quantize_mx(x: torch.Tensor, fmt: str, block: int = MX_BLOCK, rule: str = "floor"):
+    """x (..., n), finite -> (E8M0 scale codes (..., n // block) uint8, elements
+    (..., n) as the fp32 values of the element format). rule: "floor" (the MX spec,
+    torchao's default) or "rceil" (cuBLAS: the smallest power of two with
+    max / scale <= the format's largest value)."""
     e, m, max_value = MX_FORMATS[fmt]
     xb = x.float().reshape(*x.shape[:-1], -1, block)
     amax = xb.abs().amax(-1, keepdim=True)
-    amax_pow2 = ((amax.view(torch.int32) >> 23) & 0xFF) - 127  # its exponent bits
-    emax = int(max_value).bit_length() - 1  # the largest power of two of the format
-    shared = (amax_pow2 - emax).clamp(-127, 127)
+    if rule == "floor":
+        amax_pow2 = ((amax.view(torch.int32) >> 23) & 0xFF) - 127  # exponent bits
+        emax = int(max_value).bit_length() - 1  # the format's largest power of two
+        shared = (amax_pow2 - emax).clamp(-127, 127)
+    else:
+        shared = torch.ceil(torch.log2(amax / max_value)).clamp(-127, 127).int()
     scale = torch.exp2(shared.float().clamp(min=-126))  # as torchao: a normal fp32
     elements = round_to_float(xb / scale, e, m, max_value)
     return (shared + 127).to(torch.uint8).squeeze(-1), elements.reshape(x.shape)
@@ -105,7 +110,7 @@ def dequantize_nvfp4(tensor_scale, block, elements):
     return elements * scale
 
 
-# book/12_block_scaled_formats.ipynb, cell cell-076
+# book/12_block_scaled_formats.ipynb, cell cell-078
 from llmbook import memory
 
 
