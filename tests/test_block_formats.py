@@ -120,7 +120,9 @@ def torchao_mx(x: torch.Tensor, fmt: str, rule: str = "floor"):
 @pytest.mark.parametrize("fmt", list(MX_FORMATS))
 def test_mx_scales_and_codes_equal_torchao(fmt, rule):
     x = awkward_data()
-    if rule == "rceil":  # torchao divides an all-zero block's elements by 1, not 2**-126
+    if (
+        rule == "rceil"
+    ):  # torchao divides an all-zero block's elements by 1, not 2**-126
         x[0, :32] = 1.0
     scale, elements = quantize_mx(x, fmt, rule=rule)
     their_scale, their_codes, their_values = torchao_mx(x, fmt, rule)
@@ -138,7 +140,9 @@ def test_mx_scale_is_the_blocks_power_of_two_over_the_formats():
     x[0, 3] = 7.5  # beyond 6: clipped
     assert quantize_mx(x, "MXFP4 E2M1")[1][0, 3].item() == 6.0
     scale, elements = quantize_mx(x, "MXFP4 E2M1", rule="rceil")  # 7.5 / 6 -> 2**1
-    assert scale.item() == 128 and elements[0, 3].item() == 4.0  # 3.75 -> 4, no clipping
+    assert (
+        scale.item() == 128 and elements[0, 3].item() == 4.0
+    )  # 3.75 -> 4, no clipping
 
 
 def test_nvfp4_equals_torchao():
