@@ -578,12 +578,14 @@
     const mxFormat = el("select", { id: id + "-mxf" });
     for (const name of Object.keys(MX_FORMATS)) mxFormat.appendChild(el("option", { value: name, text: name }));
     const mxTable = el("table", { class: "llmb-table llmb-mx" });
+    const mxMessage = el("p", { class: "llmb-error llmb-mx-message", "aria-live": "polite" });
     host.appendChild(el("div", { class: "llmb-controls" }, [
       el("label", { for: id + "-mx", text: "A block of up to " + MX_BLOCK + " values " }), block,
       el("label", { for: id + "-mxf", text: " in " }), mxFormat]));
     host.appendChild(el("p", { id: id + "-mxhelp", class: "llmb-help",
       text: "Separate the values with spaces or commas. The block shares one E8M0 scale (a power of two); " +
         "each value is stored as a small float times that scale." }));
+    host.appendChild(mxMessage);
     host.appendChild(mxTable);
 
     function setValue(x) { input.value = fmt(x) === "NaN" ? "nan" : fmt(x); render(); }
@@ -662,13 +664,14 @@
 
     function renderBlock() {
       mxTable.innerHTML = "";
+      mxMessage.textContent = "";
       const values = block.value.split(/[\s,;]+/).filter((t) => t !== "").map(parse);
       let problem = null;
       if (values.length === 0) problem = "type at least one value";
       else if (values.length > MX_BLOCK) problem = "at most " + MX_BLOCK + " values share one scale";
       else if (!values.every(Number.isFinite)) problem = "every value must be a finite number";
       if (problem) {
-        mxTable.appendChild(el("caption", { class: "llmb-error", text: "Block: " + problem }));
+        mxMessage.textContent = "Block: " + problem + ".";
         return;
       }
       const r = quantizeMxBlock(values, mxFormat.value);
