@@ -161,15 +161,19 @@ def test_nvfp4_equals_torchao():
     assert torch.equal(tensor_scale, theirs_tensor)
     assert torch.equal(block, theirs_block.float())
     assert np.array_equal(element_codes(elements, "MXFP4 E2M1"), codes)
-    assert dequantize_nvfp4(tensor_scale, block, elements).shape == x.shape
+    from torchao.prototype.mx_formats.nvfp4_tensor import NVFP4Tensor
+
+    theirs = NVFP4Tensor.to_nvfp4(x, per_tensor_scale=theirs_tensor)
+    ours = dequantize_nvfp4(tensor_scale, block, elements)
+    assert torch.equal(ours, theirs.dequantize(torch.float32))
 
 
-def test_bits_per_element():
-    for fmt, (e, m, _) in MX_FORMATS.items():
-        scale, elements = quantize_mx(torch.randn(4, 256), fmt)
-        stored_bits = 8 * scale.numel() + (1 + e + m) * elements.numel()
-        assert stored_bits / elements.numel() == 1 + e + m + 8 / 32
+def test_format_tables_agree_with_ml_dtypes():
+    """The chapter's table of MX element formats: widths and largest values."""
     assert set(ML_DTYPE) == set(MX_FORMATS) == set(TORCHAO_ELEMENT)
+    for fmt, (e, m, largest) in MX_FORMATS.items():
+        info = ml_dtypes.finfo(ML_DTYPE[fmt])
+        assert (info.nexp, info.nmant, float(info.max)) == (e, m, largest), fmt
 
 
 @pytest.fixture(scope="module")
