@@ -20,9 +20,11 @@ from llmbook import memory
 from llmbook.measure import tensor_bytes
 from llmbook.pages.ch01 import decode
 from llmbook.pages.ch12 import (
+    GPT_OSS_20B,
     ML_DTYPE,
     MX_BLOCK,
     MX_FORMATS,
+    SMALL_GPT_OSS,
     TORCHAO_ELEMENT,
     dequantize_mx,
     dequantize_nvfp4,
@@ -181,19 +183,7 @@ def small_gpt_oss(tmp_path_factory):
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, GptOssConfig
 
-    config = GptOssConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_local_experts=4,
-        num_experts_per_tok=2,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=64,
-        vocab_size=512,
-        layer_types=["sliding_attention", "full_attention"],
-        dtype="bfloat16",
-    )
+    config = GptOssConfig(**SMALL_GPT_OSS, dtype="bfloat16")
     torch.manual_seed(0)
     original = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     folder = tmp_path_factory.mktemp("mxfp4")
@@ -231,18 +221,8 @@ def test_transformers_dequantizes_our_mxfp4_values(small_gpt_oss):
 def test_mxfp4_estimate_quantizes_only_the_experts():
     from transformers import GptOssConfig
 
-    config = GptOssConfig(
-        hidden_size=2880,
-        intermediate_size=2880,
-        num_local_experts=32,
-        num_experts_per_tok=4,
-        num_hidden_layers=24,
-        num_attention_heads=64,
-        num_key_value_heads=8,
-        head_dim=64,
-        vocab_size=201088,
-        layer_types=["full_attention"] * 24,
-    )
+    layers = ["full_attention"] * GPT_OSS_20B["num_hidden_layers"]
+    config = GptOssConfig(**GPT_OSS_20B, layer_types=layers)
     mx = memory.estimate(config, torch.bfloat16, "mxfp4")
     bf16 = memory.estimate(config, torch.bfloat16)
     experts = [t for t in mx.tensors if t.quantized]

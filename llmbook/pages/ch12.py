@@ -110,7 +110,23 @@ def dequantize_nvfp4(tensor_scale, block, elements):
     return elements * scale
 
 
-# book/12_block_scaled_formats.ipynb, cell cell-078
+# book/12_block_scaled_formats.ipynb, cell cell-077
+#: A small model of gpt-oss's architecture (GptOssConfig arguments): 8 experts
+SMALL_GPT_OSS = dict(
+    hidden_size=256,
+    intermediate_size=512,
+    num_local_experts=8,
+    num_experts_per_tok=2,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=64,
+    vocab_size=2048,
+    layer_types=["sliding_attention", "full_attention"],
+)
+
+
+# book/12_block_scaled_formats.ipynb, cell cell-079
 from llmbook import memory
 
 
@@ -130,3 +146,20 @@ def mxfp4_state_dict(model) -> dict:
         state[f"{name}_blocks"] = packed.reshape(*scale.shape, 16).contiguous()
         state[f"{name}_scales"] = scale.contiguous()
     return state
+
+
+# book/12_block_scaled_formats.ipynb, cell cell-087
+#: gpt-oss-20b and gpt-oss-120b (GptOssConfig arguments, from their config.json)
+GPT_OSS_20B = dict(
+    hidden_size=2880,
+    intermediate_size=2880,
+    num_local_experts=32,
+    num_experts_per_tok=4,
+    num_hidden_layers=24,
+    num_attention_heads=64,
+    num_key_value_heads=8,
+    head_dim=64,
+    vocab_size=201088,
+    tie_word_embeddings=False,
+)
+GPT_OSS_120B = GPT_OSS_20B | dict(num_local_experts=128, num_hidden_layers=36)
