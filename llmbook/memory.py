@@ -326,7 +326,13 @@ def estimate(
     skips = skipped_by_default(model) if skip_modules is None else list(skip_modules)
 
     quantized_weights: dict[str, tuple[int, str | None]] = {}
-    if quantization:
+    if quantization == "mxfp4":  # only the experts' weights, not the linear layers
+        quantized_weights = {
+            name: (p.shape[-1], quantization)
+            for name, p in model.named_parameters()
+            if name.endswith(MXFP4_WEIGHTS)
+        }
+    elif quantization:
         for name, module in model.named_modules():
             if _quantizable(module) and not is_skipped(name, skips):
                 weight = module.weight
@@ -336,12 +342,6 @@ def estimate(
                     else weight.shape[0]
                 )
                 quantized_weights[f"{name}.weight"] = (out_features, quantization)
-    if quantization == "mxfp4":  # only the experts' weights, not the linear layers
-        quantized_weights = {
-            name: (p.shape[-1], quantization)
-            for name, p in model.named_parameters()
-            if name.endswith(MXFP4_WEIGHTS)
-        }
 
     tensors = []
     for name, p in model.named_parameters():  # tied parameters appear once
