@@ -1295,11 +1295,38 @@ def _compute_mode(recipe: str, width: int) -> str:
 #: fp32 gradients of the log-softmax's output and of its input (measured: 8, in fp32, bf16
 #: and under autocast).
 LOSS_BACKWARD_BYTES = 8
-#: What the backward pass of one layer holds beyond that layer's own activations (the
-#: gradients of its intermediates), as a share of them: measured between 0.4 and 0.7.
-BACKWARD_WORKSPACE = 0.5
+#: What a training step holds in the layer it is working on, beyond that layer's saved
+#: activations, as a share of them: in the backward pass, the gradients of its
+#: intermediates (``backward``); with checkpointing, the forward pass's transients while
+#: the backward pass recomputes the layer (``recompute``; the larger of the two is
+#: counted there); in the forward pass, those transients as the last layer is computed
+#: (``forward``). Measured on CPU with torch's memory profiler
+#: (Llama-style layers, 2 to 8 of them, 64 to 512 tokens, batches of 1 and 2):
+#:
+#: - full fine-tuning: 0.4 to 0.7 in the backward pass; the forward pass's transients
+#:   (0.26 to 0.52 recomputing) stay below it;
+#: - LoRA computing in 16 bits: peft adds the fp32 adapters' output to the 16-bit base
+#:   output, so the sum and its cast back are fp32 tensors of the projection's output
+#:   size: 0.41 to 0.64 recomputing, 0.24 to 0.40 in the forward pass, 0.15 to 0.35 in
+#:   the backward pass, which therefore peaks at the forward pass's last layer when
+#:   nothing else is larger;
+#: - QLoRA computing in 16 bits: peft's bitsandbytes layer casts the adapters' output to
+#:   the compute dtype before the sum; beyond one projection dequantized (counted apart),
+#:   0.08 to 0.18 recomputing, at most 0.08 in the forward pass, 0.03 to 0.10 in the
+#:   backward pass;
+#: - computing in fp32 the gradients weigh more against the activations: LoRA 0.33 to
+#:   0.39 in the backward pass, 0.22 to 0.23 recomputing, 0.15 to 0.17 in the forward
+#:   pass; QLoRA 0.17 to 0.25, 0.09 to 0.12 and 0.01.
+LAYER_WORKSPACE = {
+    "full": {"backward": 0.5, "recompute": 0.4, "forward": 0.4},
+    "lora": {"backward": 0.2, "recompute": 0.5, "forward": 0.35},
+    "lora-fp32": {"backward": 0.35, "recompute": 0.25, "forward": 0.2},
+    "qlora": {"backward": 0.1, "recompute": 0.15, "forward": 0.1},
+    "qlora-fp32": {"backward": 0.2, "recompute": 0.15, "forward": 0.05},
+}
 #: The moments of a training step :func:`step_phases` counts, in order.
 PHASES = (
+    "layer forward",
     "forward",
     "loss backward",
     "backward start",
@@ -1315,9 +1342,14 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
 
     Inference has one moment, the prompt pass: :func:`breakdown`'s parts. A training step
     (the default loop ``out = model(**batch); out.loss.backward(); optimizer.step();
-    optimizer.zero_grad()``, one batch per step) has six, measured on CPU with torch's
+    optimizer.zero_grad()``, one batch per step) has seven, measured on CPU with torch's
     memory profiler at several shapes (the book's tests hold the largest within 5%):
 
+    - ``layer forward``, as the forward pass computes its last layer: weights and
+      optimizer states, the activations saved so far (with checkpointing, the layers'
+      inputs), the layer's transients (:data:`LAYER_WORKSPACE`'s ``forward`` share),
+      under QLoRA one projection dequantized, and the previous step's logits. The peak when the adapters' forward transients outweigh the
+      backward pass's, as with LoRA computing in 16 bits without checkpointing.
     - ``forward``, as the loss is computed: weights and optimizer states (kept between
       steps), the saved activations, autocast's weight copies, the logits the loop keeps
       (``V`` values per token in the compute dtype), the previous step's logits (``out``
@@ -1330,12 +1362,13 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
       the peak whenever the vocabulary is large against the model.
     - ``backward start``, at the first layer it reaches (the top one): the head's gradient
       (full fine-tuning), every layer's activations but the loss's log-softmax (freed), the
-      layer's gradient workspace (:data:`BACKWARD_WORKSPACE` of its activations), under
-      QLoRA one projection dequantized to the compute dtype.
+      layer's working set (:data:`LAYER_WORKSPACE`: the gradients of its intermediates
+      or, with checkpointing, the transients of its recomputation, whichever is larger),
+      under QLoRA one projection dequantized to the compute dtype.
     - ``backward end``, at its last layer: every gradient but that layer's (and the input
       embedding's, computed after it, when it is not tied to the head), the layer's
-      activations (recomputed with checkpointing) and its gradient workspace
-      (:data:`BACKWARD_WORKSPACE` of them), autocast's copies of that layer's weights;
+      activations (recomputed with checkpointing) and its working set
+      (:data:`LAYER_WORKSPACE`), autocast's copies of that layer's weights;
       under QLoRA, one projection dequantized to the compute dtype.
     - ``embedding backward``: every gradient, and with embeddings tied to the head the
       input embedding's own gradient, computed apart and added to the head's (measured:
@@ -1353,9 +1386,7 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
 
     What was measured, and what was not: CPU steps of Llama-style models with SDPA, fp32,
     bf16 and autocast, full fine-tuning, LoRA and QLoRA, 2 to 8 layers. The layer
-    workspace varied between 0.4 and 0.7 of the layer's activations (0.5 is used); QLoRA
-    on hidden-heavy shapes holds less than counted (the prediction was up to about a
-    fifth above). On a GPU, which SDPA kernel runs matters: with grouped-query attention
+    working set depends on the recipe (:data:`LAYER_WORKSPACE`). On a GPU, which SDPA kernel runs matters: with grouped-query attention
     transformers asks SDPA for ``enable_gqa``, which only the flash kernel takes, so fp32
     compute and GPUs without it (a T4) may fall back to the math kernel, which keeps the
     scores; count those as ``attention="eager"``.
@@ -1404,6 +1435,9 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
             "backward start": one_layer
             if checkpointing
             else parts["autocast_cache"] - head,
+            "layer forward": one_layer
+            if checkpointing
+            else parts["autocast_cache"] - head,
             "backward end": one_layer,
         }
     temporaries = 0
@@ -1417,15 +1451,28 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
         # (measured); under autocast only the embedding's own fp32 gradient
         copies = 1 if recipe == "full" else 2
         tied_extra = copies * grad_width * config.vocab_size * config.hidden_size
+    share = LAYER_WORKSPACE[_workspace_kind(recipe, compute)]
+    workspace = int(
+        max(share["backward"], share["recompute"] if checkpointing else 0) * layer
+    )
+    forward_workspace = int(share["forward"] * layer)
     dequantized = 0
     if recipe == "qlora":  # bitsandbytes dequantizes one projection at a time
         dequantized = width * max(a * b for a, b in _block_linears(config))
 
     def moment(name: str, **more: int) -> dict[str, int]:
-        extra = {"autocast_cache": cast.get(name, 0), **more, "logits": logits}
+        extra = {"autocast_cache": cast.get(name, 0), "logits": logits, **more}
         return {**kept, **{k: v for k, v in extra.items() if v}}
 
     return {
+        "layer forward": moment(
+            "layer forward",
+            activations=saved - 4 * tokens_v,
+            forward_workspace=forward_workspace,
+            dequantized_weight=dequantized,
+            logits=0,  # this step's do not exist yet
+            previous_logits=logits,
+        ),
         "forward": moment(
             "forward",
             activations=saved,
@@ -1443,14 +1490,14 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
             if recipe.startswith("full")
             else 0,
             activations=parts["activations"] - 4 * tokens_v,
-            backward_workspace=int(BACKWARD_WORKSPACE * layer),
+            backward_workspace=workspace,
             dequantized_weight=dequantized,
         ),
         "backward end": moment(
             "backward end",
             gradients=parts["gradients"] - grad_width * late_numels,
             activations=layer,
-            backward_workspace=int(BACKWARD_WORKSPACE * layer),
+            backward_workspace=workspace,
             dequantized_weight=dequantized,
         ),
         "embedding backward": moment(
@@ -1464,6 +1511,13 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
             optimizer_temporaries=temporaries,
         ),
     }
+
+
+def _workspace_kind(recipe: str, compute: str) -> str:
+    """The row of :data:`LAYER_WORKSPACE` a recipe computing in ``compute`` uses."""
+    if recipe in ("lora", "qlora"):
+        return recipe + ("-fp32" if compute == "fp32" else "")
+    return "full"
 
 
 def _layer_numels(config, recipe: str, rank: int) -> int:

@@ -399,7 +399,14 @@
   }
 
   const LOSS_BACKWARD_BYTES = 8;
-  const BACKWARD_WORKSPACE = 0.5;
+  /** Same as llmbook.memory.LAYER_WORKSPACE: the working layer's transients, as shares of its activations. */
+  const LAYER_WORKSPACE = {
+    full: { backward: 0.5, recompute: 0.4, forward: 0.4 },
+    lora: { backward: 0.2, recompute: 0.5, forward: 0.35 },
+    "lora-fp32": { backward: 0.35, recompute: 0.25, forward: 0.2 },
+    qlora: { backward: 0.1, recompute: 0.15, forward: 0.1 },
+    "qlora-fp32": { backward: 0.2, recompute: 0.15, forward: 0.05 },
+  };
 
   /** Same as llmbook.memory.step_phases: the parts alive at each moment of a job. */
   function stepPhases(c, o) {
@@ -430,20 +437,25 @@
       cast = { forward: parts.autocast_cache,
         "loss backward": opts.checkpointing ? head : parts.autocast_cache,
         "backward start": opts.checkpointing ? oneLayer : parts.autocast_cache - head,
+        "layer forward": opts.checkpointing ? oneLayer : parts.autocast_cache - head,
         "backward end": oneLayer };
     }
     const tiedExtra = full && c.tie_word_embeddings ? (recipe === "full" ? 1 : 2) * gradWidth * V * h : 0;
     const dequantized = recipe === "qlora" ? width * Math.max(...block.map(([a, b]) => a * b)) : 0;
     const temporaries = opts.optimizer === "adamw" && recipe !== "full-master"
       ? (recipe === "full-bf16" ? 2 : 4) * trainableNumels(c, recipe, opts.lora_rank).reduce((s, n) => s + n, 0) : 0;
-    const workspace = Math.floor(BACKWARD_WORKSPACE * layer);
+    const share = LAYER_WORKSPACE[lora ? recipe + (compute === "fp32" ? "-fp32" : "") : "full"];
+    const workspace = Math.floor(Math.max(share.backward, opts.checkpointing ? share.recompute : 0) * layer);
+    const forwardWorkspace = Math.floor(share.forward * layer);
     function moment(name, more) {
       const out = Object.assign({}, kept);
-      const extra = Object.assign({ autocast_cache: cast[name] || 0 }, more, { logits: logits });
+      const extra = Object.assign({ autocast_cache: cast[name] || 0, logits: logits }, more);
       for (const [k, v] of Object.entries(extra)) if (v) out[k] = v;
       return out;
     }
     return {
+      "layer forward": moment("layer forward", { activations: saved - 4 * tokensV, forward_workspace: forwardWorkspace,
+        dequantized_weight: dequantized, logits: 0, previous_logits: logits }),
       forward: moment("forward", { activations: saved, logits_fp32: compute === "fp32" ? 0 : 4 * tokensV,
         previous_logits: logits }),
       "loss backward": moment("loss backward", { activations: saved, loss_backward: LOSS_BACKWARD_BYTES * tokensV }),
@@ -495,7 +507,7 @@
       }
     }
     const sharded = SHARDED_PARTS[sharding];
-    const holds = ["forward", "loss backward", "backward start", "backward end", "embedding backward"];
+    const holds = ["layer forward", "forward", "loss backward", "backward start", "backward end", "embedding backward"];
     const out = {};
     for (const [moment, parts] of Object.entries(phases)) {
       const next = {};
@@ -708,13 +720,15 @@
     autocast_cache: "autocast's bf16 weight copies", logits: "logits the loop keeps",
     previous_logits: "the previous step's logits",
     logits_fp32: "the loss's fp32 copy of the logits", loss_backward: "the loss's backward (fp32 gradients)",
-    backward_workspace: "a layer's gradient workspace", dequantized_weight: "one projection dequantized",
+    backward_workspace: "the working layer's transients", forward_workspace: "the last layer's forward transients",
+    dequantized_weight: "one projection dequantized",
     embedding_gradient: "tied embedding's own gradient", optimizer_temporaries: "optimizer temporaries (foreach)",
     gradient_buckets: "DDP's gradient buckets", gathered_weights: "FSDP's gathered weights",
     reduce_scatter_buffers: "FSDP's reduce-scatter buffers" };
   const PART_COLORS = { weights: "#0072B2", kv_cache: "#E69F00", activations: "#009E73", gradients: "#CC79A7",
     master_weights: "#56B4E9", optimizer: "#D55E00", adapter: "#F0E442", autocast_cache: "#999999",
     logits: "#882255", previous_logits: "#CC6677", logits_fp32: "#AA4499", loss_backward: "#332288", backward_workspace: "#117733",
+    forward_workspace: "#88CCEE",
     dequantized_weight: "#DDCC77", embedding_gradient: "#44AA99", optimizer_temporaries: "#661100",
     gradient_buckets: "#6699CC", gathered_weights: "#004488", reduce_scatter_buffers: "#BB5566" };
 
