@@ -1300,28 +1300,32 @@ LOSS_BACKWARD_BYTES = 8
 #: intermediates (``backward``); with checkpointing, the forward pass's transients while
 #: the backward pass recomputes the layer (``recompute``; the larger of the two is
 #: counted there); in the forward pass, those transients as the last layer is computed
-#: (``forward``). Measured on CPU with torch's memory profiler
-#: (Llama-style layers, 2 to 8 of them, 64 to 512 tokens, batches of 1 and 2):
+#: (``forward``). Measured on CPU with torch's memory profiler, full fine-tuning on
+#: Llama-style models of 2 to 8 layers, the adapters on 2-layer ones (hidden sizes 256 to
+#: 512, MLPs 3 to 5.3 times wider, batches of 1 and 2, 64 to 512 tokens, rank 8 on all
+#: seven projections); the table rounds the measured shares up:
 #:
 #: - full fine-tuning: 0.4 to 0.7 in the backward pass; the forward pass's transients
-#:   (0.26 to 0.52 recomputing) stay below it;
-#: - LoRA computing in 16 bits: peft adds the fp32 adapters' output to the 16-bit base
-#:   output, so the sum and its cast back are fp32 tensors of the projection's output
-#:   size: 0.41 to 0.64 recomputing, 0.24 to 0.40 in the forward pass, 0.15 to 0.35 in
-#:   the backward pass, which therefore peaks at the forward pass's last layer when
-#:   nothing else is larger;
+#:   (0.26 to 0.52 recomputing; not measured without checkpointing) stay below it;
+#: - LoRA computing in 16 bits without autocast: peft adds the fp32 adapters' output to
+#:   the 16-bit base output, so the adapters' output, its scaled copy and the sum are fp32
+#:   tensors of the projection's output size: 0.41 to 0.64 recomputing, 0.24 to 0.40 in
+#:   the forward pass, 0.15 to 0.19 in the backward pass without checkpointing, which
+#:   therefore peaks at the forward pass's last layer when nothing else is larger (under
+#:   autocast the adapters compute in 16 bits and hold less);
 #: - QLoRA computing in 16 bits: peft's bitsandbytes layer casts the adapters' output to
 #:   the compute dtype before the sum; beyond one projection dequantized (counted apart),
 #:   0.08 to 0.18 recomputing, at most 0.08 in the forward pass, 0.03 to 0.10 in the
-#:   backward pass;
+#:   backward pass (where the forward pass's last layer won, it was by 1%);
 #: - computing in fp32 the gradients weigh more against the activations: LoRA 0.33 to
 #:   0.39 in the backward pass, 0.22 to 0.23 recomputing, 0.15 to 0.17 in the forward
-#:   pass; QLoRA 0.17 to 0.25, 0.09 to 0.12 and 0.01.
+#:   pass; QLoRA 0.17 to 0.25, 0.09 to 0.12 and 0.01. Only the backward shares decide a
+#:   peak there.
 LAYER_WORKSPACE = {
     "full": {"backward": 0.5, "recompute": 0.4, "forward": 0.4},
     "lora": {"backward": 0.2, "recompute": 0.5, "forward": 0.35},
     "lora-fp32": {"backward": 0.35, "recompute": 0.25, "forward": 0.2},
-    "qlora": {"backward": 0.1, "recompute": 0.15, "forward": 0.1},
+    "qlora": {"backward": 0.1, "recompute": 0.15, "forward": 0.08},
     "qlora-fp32": {"backward": 0.2, "recompute": 0.15, "forward": 0.05},
 }
 #: The moments of a training step :func:`step_phases` counts, in order.
@@ -1347,8 +1351,9 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
 
     - ``layer forward``, as the forward pass computes its last layer: weights and
       optimizer states, the activations saved so far (with checkpointing, the layers'
-      inputs), the layer's transients (:data:`LAYER_WORKSPACE`'s ``forward`` share),
-      under QLoRA one projection dequantized, and the previous step's logits. The peak when the adapters' forward transients outweigh the
+      inputs), autocast's copies of the layers' weights, the layer's transients
+      (:data:`LAYER_WORKSPACE`'s ``forward`` share), under QLoRA one projection
+      dequantized, and the previous step's logits. The peak when the adapters' forward transients outweigh the
       backward pass's, as with LoRA computing in 16 bits without checkpointing.
     - ``forward``, as the loss is computed: weights and optimizer states (kept between
       steps), the saved activations, autocast's weight copies, the logits the loop keeps
@@ -1435,9 +1440,7 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
             "backward start": one_layer
             if checkpointing
             else parts["autocast_cache"] - head,
-            "layer forward": one_layer
-            if checkpointing
-            else parts["autocast_cache"] - head,
+            "layer forward": parts["autocast_cache"] - head,  # every layer's, cached
             "backward end": one_layer,
         }
     temporaries = 0

@@ -404,7 +404,7 @@
     full: { backward: 0.5, recompute: 0.4, forward: 0.4 },
     lora: { backward: 0.2, recompute: 0.5, forward: 0.35 },
     "lora-fp32": { backward: 0.35, recompute: 0.25, forward: 0.2 },
-    qlora: { backward: 0.1, recompute: 0.15, forward: 0.1 },
+    qlora: { backward: 0.1, recompute: 0.15, forward: 0.08 },
     "qlora-fp32": { backward: 0.2, recompute: 0.15, forward: 0.05 },
   };
 
@@ -437,7 +437,7 @@
       cast = { forward: parts.autocast_cache,
         "loss backward": opts.checkpointing ? head : parts.autocast_cache,
         "backward start": opts.checkpointing ? oneLayer : parts.autocast_cache - head,
-        "layer forward": opts.checkpointing ? oneLayer : parts.autocast_cache - head,
+        "layer forward": parts.autocast_cache - head,
         "backward end": oneLayer };
     }
     const tiedExtra = full && c.tie_word_embeddings ? (recipe === "full" ? 1 : 2) * gradWidth * V * h : 0;
