@@ -214,9 +214,16 @@ def tensor_timeline(fn: Callable[[], object]) -> tuple[list[float], list[int]]:
 
 def profile_memory(fn: Callable[[], object]):
     """Run ``fn()`` under PyTorch's profiler with memory recording; the profile (its own
-    log lines silenced). :func:`timeline_of` and :func:`allocation_peak` read it."""
+    log lines silenced). :func:`timeline_of` and :func:`allocation_peak` read it.
+
+    Garbage is collected first: a tensor of an earlier, unreachable object (a model in a
+    reference cycle) that Python's collector freed during ``fn`` would otherwise count as
+    alive from the start."""
+    import gc
+
     from torch.profiler import ProfilerActivity, profile
 
+    gc.collect()
     with quiet_stderr_fd():
         with profile(
             activities=[ProfilerActivity.CPU],

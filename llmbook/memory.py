@@ -1383,18 +1383,21 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
       torch's AdamW on a GPU defaults to its ``foreach`` implementation, which computes
       the denominator of every tensor at once (one more copy of the trainable parameters,
       in the states' dtype; ``fused=True`` avoids it); bitsandbytes' 8-bit AdamW and SGD
-      with momentum update in place, as do the fused optimizers of DeepSpeed and Apex
-      (``full-master``, not measured: DeepSpeed's bf16 optimizer also keeps fp32
-      gradients, 4 bytes per parameter more). On a CPU, torch's default loops over tensors
+      with momentum update in place, as do the fused optimizers of Apex and DeepSpeed
+      (``full-master``; DeepSpeed's bf16 optimizer also keeps fp32 gradients, 4 bytes per
+      parameter more). On a CPU, torch's default loops over tensors
       and holds a few of them instead; bitsandbytes' CPU 8-bit step dequantizes the states
       (measured: about 8 bytes per parameter more), unlike its GPU kernel.
 
     What was measured, and what was not: CPU steps of Llama-style models with SDPA, fp32,
-    bf16 and autocast, full fine-tuning, LoRA and QLoRA, 2 to 8 layers. The layer
-    working set depends on the recipe (:data:`LAYER_WORKSPACE`). On a GPU, which SDPA kernel runs matters: with grouped-query attention
-    transformers asks SDPA for ``enable_gqa``, which only the flash kernel takes, so fp32
-    compute and GPUs without it (a T4) may fall back to the math kernel, which keeps the
-    scores; count those as ``attention="eager"``.
+    bf16 and autocast, full fine-tuning, LoRA and QLoRA, 2 to 8 layers. ``full-master``
+    was measured with a stand-in for the fused GPU kernels: torch's fused AdamW on each
+    fp32 master tensor in turn, its bf16 gradient cast to fp32 one tensor at a time (that
+    one fp32 gradient is the stand-in's own, not counted). The layer's working set depends
+    on the recipe (:data:`LAYER_WORKSPACE`). On a GPU, which SDPA kernel runs matters:
+    with grouped-query attention transformers asks SDPA for ``enable_gqa``, which only the
+    flash kernel takes, so fp32 compute and GPUs without it (a T4) may fall back to the
+    math kernel, which keeps the scores; count those as ``attention="eager"``.
 
     The logits are counted through the optimizer step because the loop above holds
     ``out`` until the next batch; a loop that keeps only the loss (Hugging Face's

@@ -233,3 +233,60 @@ def test_adapter_peak_within_5_percent(
     )
     assert name == moment
     assert sum(parts.values()) == pytest.approx(measured, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("shape", "layers", "batch", "seq", "ckpt", "tied", "moment"),
+    [
+        ("big-vocab", 2, 2, 256, True, False, "loss backward"),
+        ("mid", 4, 2, 256, False, False, "loss backward"),
+        ("wide", 2, 2, 256, True, False, "backward end"),
+        ("mid", 2, 1, 64, True, True, "embedding backward"),
+    ],
+)
+def test_master_weights_peak_within_5_percent(
+    shape, layers, batch, seq, ckpt, tied, moment
+):
+    """full-master: bf16 weights and gradients, an fp32 master copy and fp32 AdamW
+    states. Apex's and DeepSpeed's fused GPU kernels update each master tensor in place
+    from its 16-bit gradient; the stand-in here runs torch's fused AdamW on one master
+    tensor at a time, its gradient cast to fp32 just before (a transient of one tensor
+    that the kernels do not have), then copies the master back into the bf16 weight."""
+    config = LlamaConfig(
+        num_hidden_layers=layers, tie_word_embeddings=tied, **SHAPES[shape]
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).train()
+    if ckpt:
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+    masters = [p.detach().float() for p in params]
+    optimizers = [torch.optim.AdamW([m], fused=True) for m in masters]
+    ids = torch.randint(0, config.vocab_size, (batch, seq))
+    held = {}
+
+    def step():
+        held["out"] = model(input_ids=ids, labels=ids)
+        held["out"].loss.backward()
+        with torch.no_grad():
+            for p, master, optimizer in zip(params, masters, optimizers, strict=True):
+                master.grad, p.grad = p.grad.float(), None
+                optimizer.step()
+                master.grad = None
+                p.copy_(master)
+
+    step()
+    measured = peak_tensor_bytes(step)
+    name, parts = memory.peak(
+        config,
+        "full-master",
+        dtype="bfloat16",
+        batch=batch,
+        context=seq,
+        checkpointing=ckpt,
+    )
+    assert name == moment
+    assert parts["master_weights"] == 4 * sum(p.numel() for p in params)
+    assert sum(parts.values()) == pytest.approx(measured, rel=0.05)
