@@ -1353,8 +1353,9 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
       optimizer states, the activations saved so far (with checkpointing, the layers'
       inputs), autocast's copies of the layers' weights, the layer's transients
       (:data:`LAYER_WORKSPACE`'s ``forward`` share), under QLoRA one projection
-      dequantized, and the previous step's logits. The peak when the adapters' forward transients outweigh the
-      backward pass's, as with LoRA computing in 16 bits without checkpointing.
+      dequantized, and the previous step's logits. The peak when the layer's forward
+      transients outweigh its backward pass's, as with LoRA computing in 16 bits without
+      checkpointing.
     - ``forward``, as the loss is computed: weights and optimizer states (kept between
       steps), the saved activations, autocast's weight copies, the logits the loop keeps
       (``V`` values per token in the compute dtype), the previous step's logits (``out``
@@ -1385,9 +1386,9 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
       in the states' dtype; ``fused=True`` avoids it); bitsandbytes' 8-bit AdamW and SGD
       with momentum update in place, as do the fused optimizers of Apex and DeepSpeed
       (``full-master``; DeepSpeed's bf16 optimizer also keeps fp32 gradients, 4 bytes per
-      parameter more). On a CPU, torch's default loops over tensors
-      and holds a few of them instead; bitsandbytes' CPU 8-bit step dequantizes the states
-      (measured: about 8 bytes per parameter more), unlike its GPU kernel.
+      parameter more). On a CPU, torch's default loops over tensors and holds a few of
+      them instead; bitsandbytes' CPU 8-bit step dequantizes the states (measured: about
+      8 bytes per parameter more), unlike its GPU kernel.
 
     What was measured, and what was not: CPU steps of Llama-style models with SDPA, fp32,
     bf16 and autocast, full fine-tuning, LoRA and QLoRA, 2 to 8 layers. ``full-master``
