@@ -63,13 +63,16 @@ def measured_peak(config, recipe, optimizer, batch, seq, checkpointing, rank=8):
 
 def profiled_peak(model, optimizer, batch, seq, checkpointing, autocast=False):
     """The peak of a model's second training step (the first creates the optimizer's
-    state), in the loop step_phases assumes: `out` kept until the next forward returns."""
+    state), in the loop step_phases assumes: `out` kept until the next forward returns.
+    ``optimizer``: "adamw", "sgd", or a callable that makes one from the parameters."""
     if checkpointing:
         model.activation_checkpointing_enable(
             activation_checkpointing_kwargs={"use_reentrant": False}
         )
     params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "adamw":  # foreach: what torch picks on a GPU
+    if callable(optimizer):
+        opt = optimizer(params)
+    elif optimizer == "adamw":  # foreach: what torch picks on a GPU
         opt = torch.optim.AdamW(params, foreach=True)
     else:
         opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)
@@ -235,6 +238,30 @@ def test_adapter_peak_within_5_percent(
     assert sum(parts.values()) == pytest.approx(measured, rel=0.05)
 
 
+class MasterWeightsAdamW:
+    """16-bit weights trained through fp32 master copies, one tensor at a time: torch's
+    fused AdamW on each master, its 16-bit gradient cast to fp32 just before, the master
+    copied back into the weight."""
+
+    def __init__(self, params):
+        self.params = params
+        self.masters = [p.detach().float() for p in params]
+        self.optimizers = [torch.optim.AdamW([m], fused=True) for m in self.masters]
+
+    @torch.no_grad()
+    def step(self):
+        for p, master, optimizer in zip(
+            self.params, self.masters, self.optimizers, strict=True
+        ):
+            master.grad, p.grad = p.grad.float(), None
+            optimizer.step()
+            master.grad = None
+            p.copy_(master)
+
+    def zero_grad(self):
+        """Nothing left to clear: step() already set every gradient to None."""
+
+
 @pytest.mark.parametrize(
     ("shape", "layers", "batch", "seq", "ckpt", "tied", "moment"),
     [
@@ -257,28 +284,8 @@ def test_master_weights_peak_within_5_percent(
     )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).train()
-    if ckpt:
-        model.activation_checkpointing_enable(
-            activation_checkpointing_kwargs={"use_reentrant": False}
-        )
     params = [p for p in model.parameters() if p.requires_grad]
-    masters = [p.detach().float() for p in params]
-    optimizers = [torch.optim.AdamW([m], fused=True) for m in masters]
-    ids = torch.randint(0, config.vocab_size, (batch, seq))
-    held = {}
-
-    def step():
-        held["out"] = model(input_ids=ids, labels=ids)
-        held["out"].loss.backward()
-        with torch.no_grad():
-            for p, master, optimizer in zip(params, masters, optimizers, strict=True):
-                master.grad, p.grad = p.grad.float(), None
-                optimizer.step()
-                master.grad = None
-                p.copy_(master)
-
-    step()
-    measured = peak_tensor_bytes(step)
+    measured = profiled_peak(model, MasterWeightsAdamW, batch, seq, ckpt)
     name, parts = memory.peak(
         config,
         "full-master",
