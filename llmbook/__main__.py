@@ -2,13 +2,18 @@
 
 python -m llmbook memory CONFIG [--dtype ...] [--quantization int8|nf4|fp4] [--json]
 python -m llmbook env [--json]
+python -m llmbook prepare [--smollm]   (what a first run makes: see llmbook.firstrun)
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"memory": "llmbook.memory", "env": "llmbook.env"}
+COMMANDS = {
+    "memory": "llmbook.memory",
+    "env": "llmbook.env",
+    "prepare": "llmbook.firstrun",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

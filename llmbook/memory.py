@@ -1665,6 +1665,30 @@ def sharded_phases(
     return result
 
 
+#: What CPU offload keeps in CPU memory: the sharded state between steps. Not foreach
+#: AdamW's copies (``optimizer_temporaries``): an optimizer stepping CPU tensors loops over
+#: them one at a time, since torch uses ``foreach`` only for CUDA, XPU and MTIA tensors
+#: (``torch/utils/_foreach_utils.py``, ``torch/optim/optimizer.py``).
+OFFLOADED_PARTS = ("weights", "master_weights", "gradients", "adapter", "optimizer")
+
+
+def offloaded_bytes(
+    config, recipe: str = "full", gpus: int = 1, sharding: str = "zero3", **options: Any
+) -> dict:
+    """CPU memory that FSDP2's ``CPUOffloadPolicy`` needs for one of ``gpus`` processes:
+    its shards of :data:`OFFLOADED_PARTS` (the parts :func:`sharded_phases` with
+    ``offload=True`` takes off the GPU), by part, in bytes. A host running all ``gpus``
+    processes holds ``gpus`` times this (pinned memory, for the copies to the GPUs).
+    Full fine-tuning with fp32 weights and AdamW: 16 bytes per parameter over all
+    processes (weights, gradients and two states in fp32)."""
+    if sharding not in ("zero2", "zero3"):
+        raise EstimateError(
+            "offload applies to zero2 and zero3 (FSDP2's CPUOffloadPolicy)"
+        )
+    kept = sharded_phases(config, recipe, gpus, sharding, **options)["optimizer step"]
+    return {k: v for k, v in kept.items() if k in OFFLOADED_PARTS}
+
+
 def _reduce_bytes(config, recipe: str, sharding: str, group: str) -> int:
     """Bytes FSDP2 holds while it reduces one group's gradients (``group``: "layer" or
     "root", the embeddings, head and final norm): the fp32 reduce-scatter input and, when

@@ -33,6 +33,10 @@ Strategies (``job["strategy"]``; ``job["optimizer"]`` picks AdamW or SGD, see
   with all-reduce.
 - ``zero1``: DDP plus ``torch.distributed.optim.ZeroRedundancyOptimizer``: each rank
   keeps AdamW's states of its share of the parameters, updates them and broadcasts them.
+- ``fsdp-integer``: no training. FSDP2 shards a module holding a ``uint8`` parameter (as
+  bitsandbytes stores 4-bit codes) beside a bf16 one, and gathers it back
+  (:func:`integer_shards`): each rank's shard, and whether the gathered tensors equal the
+  originals.
 - ``fsdp``: FSDP2's ``fully_shard`` on each decoder layer and on the whole model;
   ``job["reshard"]`` is ``reshard_after_forward`` (True: ZeRO-3; False: layers stay
   gathered from their forward to their backward, as in ZeRO-2), ``job["bf16"]`` adds a
@@ -223,7 +227,42 @@ def measure_peak(model, optimizer, step) -> tuple[int, str]:
         return alive + allocation_peak(prof), "allocations"
 
 
+def integer_shards(job: dict, rank: int, world: int) -> dict:
+    """FSDP2's ``fully_shard`` on a module with a ``uint8`` and a bf16 parameter:
+    ``local`` (each parameter's local shard: shape and dtype), ``whole`` (its full
+    shape), ``gathered_equal`` (the module's all-gather, ``unshard``, restores both)."""
+    import torch
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(0)
+    module = torch.nn.Module()
+    codes = torch.randint(0, 256, (64, 32), dtype=torch.uint8)
+    module.codes = torch.nn.Parameter(codes, requires_grad=False)
+    scales = torch.rand(64, dtype=torch.bfloat16)
+    module.absmax = torch.nn.Parameter(scales, requires_grad=False)
+    whole = {name: p.detach().clone() for name, p in module.named_parameters()}
+    fully_shard(module)
+    local = {
+        name: [list(p.to_local().shape), str(p.dtype)]
+        for name, p in module.named_parameters()
+    }
+    module.unshard()
+    gathered = dict(module.named_parameters())
+    return dict(
+        job=job,
+        rank=rank,
+        world=world,
+        local=local,
+        whole={name: list(t.shape) for name, t in whole.items()},
+        gathered_equal=all(
+            torch.equal(gathered[n].detach(), t) for n, t in whole.items()
+        ),
+    )
+
+
 def run_job(spec: dict, job: dict, rank: int, world: int, expected) -> dict:
+    if job["strategy"] == "fsdp-integer":
+        return integer_shards(job, rank, world)
     import torch
     import torch.distributed as dist
     from torch.profiler import ProfilerActivity, profile
@@ -304,7 +343,8 @@ def main(argv: list[str]) -> int:
     _, everything = batches(spec, rank, world)
     expected = {}  # on rank 0, the one-process run for each optimizer
     if rank == 0:
-        for name in {job.get("optimizer", "adamw") for job in spec["jobs"]}:
+        trained = [job for job in spec["jobs"] if job["strategy"] != "fsdp-integer"]
+        for name in {job.get("optimizer", "adamw") for job in trained}:
             expected[name] = reference(spec, everything, {"optimizer": name})
     out = Path(spec["out"])
     job = {"name": "setup"}

@@ -8,7 +8,8 @@ that dequantized Q4_1 model in fp32, not the original bf16 training checkpoint. 
 comparison against it measures the distance from this 4-bit-derived model.
 
 :func:`checkpoint` converts the GGUF file once into a plain safetensors checkpoint
-(fp32, with the tokenizer) in a cache folder, because transformers refuses a
+(fp32, with the tokenizer) in a cache folder (``$LLMBOOK_CACHE``, else
+``~/.cache/llmbook``; see :mod:`llmbook.firstrun`), because transformers refuses a
 ``quantization_config`` together with ``gguf_file`` and because loading safetensors
 takes about a second where converting takes about twenty. :func:`load` loads it in any
 precision the book uses; :func:`eval_chunks` cuts the book's evaluation text into
@@ -70,26 +71,63 @@ def cache_root() -> Path:
     return Path(os.environ.get("LLMBOOK_CACHE") or Path.home() / ".cache" / "llmbook")
 
 
+def checkpoint_folder() -> Path:
+    """Where :func:`checkpoint` keeps the converted model (it may not exist yet).
+
+    The name carries the GGUF file's size and the transformers version, so an upgrade
+    converts again. Cheap: imports neither transformers nor the package.
+    """
+    import importlib.metadata
+
+    version = importlib.metadata.version("transformers")
+    size = gguf_path().stat().st_size
+    return cache_root() / f"smollm2-135m-instruct-q4_1-{size}-tf{version}"
+
+
 def checkpoint() -> Path:
     """A plain fp32 safetensors checkpoint of the dequantized GGUF model, made once.
 
-    The folder's name carries the GGUF file's size and the transformers version, so an
-    upgrade converts again. Written to a temporary folder and renamed into place, so
-    two processes converting at once cannot leave half a checkpoint.
+    The first call converts the GGUF file (about 20 s) in a child process, so nothing
+    of the conversion (transformers' progress bar, warnings) reaches the caller's stderr
+    or outputs, and prints one line saying where the checkpoint went; later calls return
+    the folder at once. The child writes a temporary folder that is renamed into place,
+    so two processes converting at once cannot leave half a checkpoint.
     """
-    import transformers
+    line = prepare_checkpoint()
+    if line:
+        print(line, flush=True)
+    return checkpoint_folder()
 
-    gguf = gguf_path()
-    name = (
-        f"smollm2-135m-instruct-q4_1-{gguf.stat().st_size}-tf{transformers.__version__}"
-    )
-    folder = cache_root() / name
+
+def prepare_checkpoint() -> str | None:
+    """Convert the GGUF file into :func:`checkpoint_folder` if it is missing.
+
+    Returns a line saying what was made, or None when the checkpoint was there.
+    Raises RuntimeError, with the end of the child's error output, when converting fails.
+    """
+    import subprocess
+    import sys
+    import time
+
+    folder = checkpoint_folder()
     if (folder / "model.safetensors").is_file():
-        return folder
+        return None
+    gguf = gguf_path()
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=name + ".", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    start = time.perf_counter()
     try:
-        _convert(gguf, tmp)
+        child = subprocess.run(
+            [sys.executable, "-c", _CONVERT, str(gguf), str(tmp)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TQDM_DISABLE": "1"},
+        )
+        if child.returncode != 0:
+            tail = (child.stderr or child.stdout).strip().splitlines()[-1:]
+            raise RuntimeError(
+                f"converting {gguf.name} into {folder} failed: {' '.join(tail)}"
+            )
         try:
             tmp.rename(folder)
         except OSError:  # another process finished first
@@ -97,7 +135,17 @@ def checkpoint() -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return folder
+    seconds = time.perf_counter() - start
+    return (
+        f"llmbook: first run: converted SmolLM2-135M-Instruct from its GGUF file into "
+        f"{folder} ({seconds:.0f} s); later runs load it from there"
+    )
+
+
+_CONVERT = (
+    "import sys; from pathlib import Path; from llmbook.smollm import _convert; "
+    "_convert(Path(sys.argv[1]), Path(sys.argv[2]))"
+)
 
 
 def _convert(gguf: Path, out: Path) -> None:

@@ -557,7 +557,7 @@ def sharded_vectors() -> list[dict]:
     sharding and offload choice, on 2 or 8 GPUs."""
     from transformers import LlamaConfig
 
-    from llmbook.memory import PRESETS, SHARDINGS, sharded_phases
+    from llmbook.memory import PRESETS, SHARDINGS, offloaded_bytes, sharded_phases
 
     rng = np.random.default_rng(3)
     configs = dict(PRESETS)
@@ -590,7 +590,11 @@ def sharded_vectors() -> list[dict]:
                 context=1024,
             )
             phases = sharded_phases(config, **opts)
-            out.append({"name": name, "config": cfg, "options": opts, "phases": phases})
+            row = {"name": name, "config": cfg, "options": opts, "phases": phases}
+            if offload:
+                rest = {k: v for k, v in opts.items() if k != "offload"}
+                row["offloaded"] = offloaded_bytes(config, **rest)
+            out.append(row)
     return out
 
 

@@ -219,6 +219,28 @@ def test_offload_leaves_the_gpu_what_it_computes():
 
 
 @pytest.mark.parametrize(
+    "recipe, bytes_per_parameter",
+    [("full", 16), ("full-bf16", 8), ("full-master", 16)],
+)
+def test_offload_puts_the_shards_in_cpu_memory_without_foreach_copies(
+    recipe, bytes_per_parameter
+):
+    """fp32 weights, gradients and two AdamW states: 16 bytes per parameter over all
+    processes; the CPU step loops over tensors, so foreach's copy is not counted."""
+    config = LlamaConfig(**memory.PRESETS["Llama-2-7B"])
+    n = memory.estimate(config).n_parameters
+    for gpus in (2, 8):
+        host = gpus * sum(memory.offloaded_bytes(config, recipe, gpus).values())
+        # plus AdamW's step counters: 4 bytes per tensor
+        assert host == pytest.approx(bytes_per_parameter * n, rel=1e-7)
+    on_gpu = memory.sharded_phases(config, recipe, 8, "zero3")["optimizer step"]
+    kept = memory.offloaded_bytes(config, recipe, 8)
+    assert set(kept) <= set(on_gpu) and "optimizer_temporaries" not in kept
+    with pytest.raises(memory.EstimateError, match="offload applies"):
+        memory.offloaded_bytes(config, recipe, 8, sharding="zero1")
+
+
+@pytest.mark.parametrize(
     "kwargs, message",
     [
         (dict(sharding="zero4"), "unknown sharding"),
@@ -253,3 +275,18 @@ def test_command_line_prints_each_gpus_share(tmp_path, capsys):
     assert "--gpus" in capsys.readouterr().out
     assert memory.main([str(path), "--gpus", "2"]) == 2
     assert "training --recipe" in capsys.readouterr().out
+
+
+def test_fsdp2_shards_an_integer_parameter_and_gathers_it_back():
+    """Chapter 11's claim: FSDP2 shards uint8 storage (4-bit codes) beside bf16, and its
+    all-gather of the mixed group restores both exactly."""
+    spec = dict(SPEC, jobs=[dict(name="int", strategy="fsdp-integer")])
+    results = run_workers(spec, 2, timeout_s=120)
+    assert [r["rank"] for r in results] == [0, 1]
+    for r in results:
+        assert r["local"] == {
+            "codes": [[32, 32], "torch.uint8"],
+            "absmax": [[32], "torch.bfloat16"],
+        }
+        assert r["whole"] == {"codes": [64, 32], "absmax": [64]}
+        assert r["gathered_equal"]

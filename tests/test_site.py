@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 import pytest
 import yaml
 from conftest import (
+    README_REBUILD,
     ROOT,
     chapter_notebooks,
     load_notebook,
@@ -116,13 +117,7 @@ def test_no_error_or_stderr_output_in_the_page(built_book, path):
 def test_glued_values_appear_in_the_text(built_book, path):
     html = page(built_book, path.stem)
     assert "{glue" not in html, "an unresolved glue role reached the page"
-    glue_file = (
-        built_book.output
-        / "_build"
-        / "jupyter_execute"
-        / "book"
-        / f"{path.stem}.glue.json"
-    )
+    glue_file = built_book.executed / "book" / f"{path.stem}.glue.json"
     glued = json.loads(glue_file.read_text())
     keys = set()
     for cell in load_notebook(path)["cells"]:
@@ -170,25 +165,39 @@ def test_build_report_names_each_chapters_environment(built_book):
     assert "not recorded" not in html
     for path in NOTEBOOKS:
         glued = json.loads(
-            (
-                built_book.output
-                / "_build"
-                / "jupyter_execute"
-                / "book"
-                / f"{path.stem}.glue.json"
-            ).read_text()
+            (built_book.executed / "book" / f"{path.stem}.glue.json").read_text()
         )
         summary = glued["env_summary"]["data"]["text/plain"].strip("'\"")
         assert summary.replace("&", "&amp;") in html
     assert "Run Time (s)" in html  # myst-nb's execution statistics table
 
 
-def test_rebuild_with_nothing_changed_executes_nothing(built_book):
+def test_the_readmes_rebuild_executes_nothing(built_book):
+    """The README's second command, run in the clone after the first: no chapter runs."""
+    assert README_REBUILD in (ROOT / "README.md").read_text()
     if built_book.returncode != 0:
         pytest.skip("the first build failed")
-    again = run_jb(ROOT, built_book.output)
-    assert again.returncode == 0, again.stdout[-3000:]
-    assert "Executing notebook" not in again.stdout + again.stderr
+    assert built_book.rebuild_returncode == 0, built_book.rebuild_log[-3000:]
+    assert "build succeeded" in built_book.rebuild_log
+    assert "Executing notebook" not in built_book.rebuild_log
+    assert "llmbook: first run" not in built_book.rebuild_log
+
+
+def test_the_build_started_cold_and_made_what_it_needs(built_book):
+    """The build's home folder was empty: it converted SmolLM2 and built matplotlib's
+    font cache itself, said so once in its log, and no chapter's output mentions it."""
+    made = [
+        line for line in built_book.log.splitlines() if "llmbook: first run" in line
+    ]
+    assert any(
+        "converted SmolLM2-135M-Instruct" in line and str(built_book.home) in line
+        for line in made
+    ), f"the build found a converted SmolLM2 it did not make itself: {made}"
+    assert any("font cache" in line for line in made), made
+    assert len(made) == 2, made
+    assert list((built_book.home / ".cache" / "llmbook").glob("*/model.safetensors"))
+    for path in NOTEBOOKS:
+        assert "llmbook: first run" not in page(built_book, path.stem), path.name
 
 
 # --- behaviour of the configuration, on a two-chapter scratch book ---------------------

@@ -72,7 +72,9 @@ def test_unexpected_stderr_fails_the_build_naming_chapter_cell_and_text(scratch)
         errors = re.findall(r"ERROR: .*", re.sub(r"\x1b\[[0-9;]*m", "", log))
         assert errors == [
             "ERROR: unexpected stderr in book/01_alpha.ipynb, cell index 1: "
-            "alpha: careful, this went to stderr"
+            "alpha: careful, this went to stderr -- silence or fix its cause (or let "
+            'the cell show it: "mystnb": {"output_stderr": "show"}), then build '
+            "again: this chapter will run again"
         ], (attempt, errors)
     # without -W too
     plain = subprocess.run(
@@ -93,3 +95,38 @@ def test_unexpected_stderr_fails_the_build_naming_chapter_cell_and_text(scratch)
     assert shown_stderr(html["02_beta"]) == ["beta: careful, this went to stderr"]
     for page in ("01_alpha", "03_gamma"):
         assert shown_stderr(html[page]) == [] and "fine on stdout" in html[page]
+
+
+FIRST_RUN_ONLY = """import pathlib, sys
+marker = pathlib.Path({marker!r})
+if not marker.exists():
+    marker.write_text('prepared')
+    {fail}
+print('ready')"""
+FAILURES = {
+    "stderr": "print('preparing something once...', file=sys.stderr)",
+    "exception": "raise RuntimeError('preparing something once...')",
+}
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_a_chapter_rejected_once_runs_again_and_passes(scratch, failure):
+    """A chapter that fails on its first run only (stderr, as a first-use conversion
+    would write, or an exception): the first build fails and names it; the next, with
+    nothing changed, executes it again instead of replaying what was rejected, and
+    passes."""
+    src, out = scratch
+    marker = src.parent / "prepared-once"
+    code = FIRST_RUN_ONLY.format(marker=str(marker), fail=FAILURES[failure])
+    (src / "book" / "01_alpha.ipynb").write_text(scratch_notebook(code))
+    first = run_jb(src, out, timeout=600)
+    log = re.sub(r"\x1b\[[0-9;]*m", "", first.stdout + first.stderr)
+    assert first.returncode != 0, log[-3000:]
+    assert "01_alpha" in log and "preparing something once..." in log
+    assert marker.exists()
+    second = run_jb(src, out, timeout=600)
+    log = second.stdout + second.stderr
+    assert second.returncode == 0, log[-3000:]
+    assert "01_alpha.ipynb: Executing notebook" in log, "the outputs were replayed"
+    html = (out / "_build" / "html" / "book" / "01_alpha.html").read_text()
+    assert "ready" in html and shown_stderr(html) == []

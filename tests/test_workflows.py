@@ -200,5 +200,8 @@ def test_ci_runs_the_readme_test_command_from_a_fresh_venv():
     assert "set -euo pipefail" in ci
     assert 'rm -rf "$VENV"' in ci, "CI must start from a fresh virtual environment"
     assert re.search(r"^bash scripts/test\.sh\b", ci, flags=re.M)
+    # a new user's machine: an empty home, no cache variables (tests/conftest.cold_env)
+    assert 'rm -rf "$COLD_HOME" && mkdir -p "$COLD_HOME"' in ci
+    assert 'export HOME="$COLD_HOME"' in ci and "unset LLMBOOK_CACHE HF_HOME" in ci
     pr = (ROOT / ".github" / "workflows" / "pr-cpu.yml").read_text()
     assert "bash scripts/test.sh" in pr

@@ -4,8 +4,10 @@ With ``nb_output_stderr: error`` myst-nb reports "stderr was found in the cell o
 cell N", without the text. This extension reports each such output once instead (myst-nb's
 message is suppressed through ``suppress_warnings: [mystnb.stderr]``), as an error naming the
 chapter, the cell and what it wrote, and marks the build as failed even without ``-W``.
-A page that failed is read again by the next build, so the failure does not go away
-with an unchanged chapter.
+A page that failed is read again by the next build, and its outputs are dropped from the
+execution cache, so the next build *executes* it again: a cause that has gone away (a
+first-run message, a warning fixed in a library) no longer fails it, and a cause that stays
+fails it again.
 
 A cell that expects stderr says so in its metadata: ``"mystnb": {"output_stderr": "show"}``
 shows it on the page, the ``remove-stderr`` tag hides it.
@@ -14,6 +16,7 @@ shows it on the page, the ``remove-stderr`` tag hides it.
 from __future__ import annotations
 
 from docutils import nodes
+from freshcache import cache_path
 from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
@@ -41,7 +44,9 @@ def check_stderr(app, doctree):
         for out in cell.findall(is_stderr):
             text = " ".join(out.astext().split())
             logger.error(
-                "unexpected stderr in %s, cell index %d: %s",
+                "unexpected stderr in %s, cell index %d: %s -- silence or fix its cause "
+                '(or let the cell show it: "mystnb": {"output_stderr": "show"}), then '
+                "build again: this chapter will run again",
                 env.doc2path(env.docname, False),
                 cell["cell_index"],
                 text if len(text) < 400 else text[:400] + " ...",
@@ -49,6 +54,28 @@ def check_stderr(app, doctree):
             )
             failed.add(env.docname)
             app.statuscode = 1
+    if env.docname in failed:
+        forget_cached_outputs(app, env.docname)
+
+
+def forget_cached_outputs(app, docname: str) -> None:
+    """Remove a notebook's executed outputs from the jupyter cache (if it has any), so
+    that the next build executes it instead of replaying what was rejected."""
+    from pathlib import Path
+
+    path = Path(app.env.doc2path(docname))
+    cache_dir = cache_path(app, app.config)
+    if path.suffix != ".ipynb" or not (cache_dir / "global.db").is_file():
+        return
+    import nbformat
+    from jupyter_cache import get_cache
+
+    cache = get_cache(cache_dir)
+    try:
+        record = cache.match_cache_notebook(nbformat.read(path, as_version=4))
+    except KeyError:  # not cached (executed without the cache, or already dropped)
+        return
+    cache.remove_cache(record.pk)
 
 
 def reread_failed(app, env, added, changed, removed):

@@ -54,9 +54,14 @@ import torch
 
 
 def sqnr_db(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio of x_hat as an estimate of x, in dB."""
-    noise = (x - x_hat).pow(2).sum().clamp(min=1e-30).item()
-    return 10 * math.log10(x.pow(2).sum().item() / noise)
+    """Signal-to-quantization-noise ratio of x_hat as an estimate of x, in dB: +inf
+    when x_hat is exact (an all-zero x included), -inf when x is all zero and x_hat
+    is not."""
+    noise = (x - x_hat).pow(2).sum().item()
+    signal = x.pow(2).sum().item()
+    if noise == 0:
+        return math.inf
+    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
 # book/03_quantization_basics.ipynb, cell cell-043

@@ -35,7 +35,8 @@ import torch
 def llm_int8_matmul(
     X: torch.Tensor, W: torch.Tensor, threshold: float = THRESHOLD, paper_weights=None
 ) -> torch.Tensor:
-    """LLM.int8(): X (tokens, in) @ W.T for W (out, in), both fp16; returns fp16."""
+    """LLM.int8(): X (tokens, in) @ W.T for W (out, in), both fp16 and finite;
+    returns fp16. An all-zero row of X or W gets a scale floor (1e-8), so zeros."""
     outlier = X.abs() >= threshold
     cols = outlier.any(dim=0).nonzero().flatten()  # features that go through fp16
     X_regular = X.masked_fill(outlier, 0)
@@ -92,10 +93,13 @@ import torch
 
 
 def quantize_nf4(W: torch.Tensor, block: int = 64):
-    """Codes (0..15) of each weight and the absmax of each block of `block` weights."""
+    """Codes (0..15) of each weight and the absmax of each block of `block` weights.
+    W: finite, its size a multiple of `block`. An all-zero block gets absmax 0 and the
+    code of the exact zero (it is divided by a tiny number, not by 0)."""
     blocks = W.reshape(-1, block)
     absmax = blocks.abs().amax(dim=1, keepdim=True)
-    codes = ((blocks / absmax).unsqueeze(-1) - nf4_code_book()).abs().argmin(dim=-1)
+    unit = blocks / absmax.clamp(min=torch.finfo(blocks.dtype).tiny)
+    codes = (unit.unsqueeze(-1) - nf4_code_book()).abs().argmin(dim=-1)
     return codes.to(torch.uint8), absmax
 
 

@@ -30,8 +30,13 @@ import numpy as np
 
 
 def quantize_q4_1(x: np.ndarray) -> np.ndarray:
-    """(n, 32) float32 -> the (n, 32) weights Q4_1 stores for them (dequantized)."""
+    """(n, 32) finite float32 -> the (n, 32) weights Q4_1 stores for them
+    (dequantized). A block with no range (all zero, constant, or a range too small
+    for fp32 to invert: fp16 stores its d as 0 anyway) has codes 0 and comes back as
+    its minimum, with no division by zero."""
     lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
     d = (hi - lo) / 15
-    q = np.minimum(15, ((x - lo) * np.where(d > 0, 1 / d, 0) + 0.5).astype(np.int8))
+    invertible = d >= np.finfo(np.float32).tiny
+    inverse = np.divide(1, d, out=np.zeros_like(d), where=invertible)
+    q = np.minimum(15, ((x - lo) * inverse + 0.5).astype(np.int8))
     return d.astype(np.float16).astype(np.float32) * q + lo.astype(np.float16)

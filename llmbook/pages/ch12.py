@@ -90,13 +90,17 @@ def element_codes(values: torch.Tensor, fmt: str) -> np.ndarray:
 # book/12_block_scaled_formats.ipynb, cell cell-028
 E4M3_MAX, E2M1_MAX = 448.0, 6.0
 NVFP4_BLOCK = 16
+#: The tensor scale's floor: 1 / (this x the smallest block scale, 2^-6) stays finite
+NVFP4_TENSOR_SCALE_MIN = 2.0**-120
 
 
 def quantize_nvfp4(x: torch.Tensor):
-    """x (rows, n) -> (fp32 tensor scale, E4M3 block scales as fp32 (rows, n // 16),
-    E2M1 elements as fp32 (rows, n))."""
+    """x (rows, n), finite, n a multiple of 16 -> (fp32 tensor scale, E4M3 block
+    scales as fp32 (rows, n // 16), E2M1 elements as fp32 (rows, n)). An all-zero
+    tensor or block comes back as zeros (see NVFP4_TENSOR_SCALE_MIN)."""
     xb = x.float().reshape(x.shape[0], -1, NVFP4_BLOCK)
     tensor_scale = x.abs().amax().float() / (E4M3_MAX * E2M1_MAX)
+    tensor_scale = tensor_scale.clamp(min=NVFP4_TENSOR_SCALE_MIN)
     block = xb.abs().amax(-1) / E2M1_MAX / tensor_scale
     block = round_to_float(block.clamp(min=2**-6), 4, 3, E4M3_MAX)  # to E4M3
     reciprocal = (1 / tensor_scale) / block
@@ -110,7 +114,7 @@ def dequantize_nvfp4(tensor_scale, block, elements):
     return elements * scale
 
 
-# book/12_block_scaled_formats.ipynb, cell cell-077
+# book/12_block_scaled_formats.ipynb, cell cell-080
 #: A small model of gpt-oss's architecture (GptOssConfig arguments): 8 experts
 SMALL_GPT_OSS = dict(
     hidden_size=256,
@@ -126,7 +130,7 @@ SMALL_GPT_OSS = dict(
 )
 
 
-# book/12_block_scaled_formats.ipynb, cell cell-079
+# book/12_block_scaled_formats.ipynb, cell cell-082
 from llmbook import memory
 
 
@@ -148,7 +152,7 @@ def mxfp4_state_dict(model) -> dict:
     return state
 
 
-# book/12_block_scaled_formats.ipynb, cell cell-087
+# book/12_block_scaled_formats.ipynb, cell cell-090
 #: gpt-oss-20b and gpt-oss-120b (GptOssConfig arguments, from their config.json)
 GPT_OSS_20B = dict(
     hidden_size=2880,

@@ -163,6 +163,21 @@ test("a GPU's share of a data-parallel job equals llmbook.memory.sharded_phases"
   assert.throws(() => W.shardedPhases(c, { recipe: "inference" }), /training/);
 });
 
+test("CPU offload's host memory equals llmbook.memory.offloaded_bytes", () => {
+  const rows = V.sharded.filter((r) => r.options.offload);
+  const failures = [];
+  for (const row of rows) {
+    const got = W.offloadedBytes(row.config, row.options);
+    if (JSON.stringify(got) !== JSON.stringify(row.offloaded)) {
+      failures.push(`${row.name} ${JSON.stringify(row.options)}: ${JSON.stringify(got)} vs ${JSON.stringify(row.offloaded)}`);
+    }
+    assert.ok(!("optimizer_temporaries" in got), "a CPU step does not use foreach");
+  }
+  assert.ok(rows.length > 50);
+  assert.deepEqual(failures.slice(0, 5), []);
+  assert.throws(() => W.offloadedBytes(rows[0].config, { sharding: "ddp" }), /offload/);
+});
+
 test("bad options fail with a message", () => {
   assert.throws(() => W.breakdown(V.memory[0].config, { recipe: "pretrain" }), /unknown recipe/);
   assert.throws(() => W.breakdown(V.memory[0].config, { dtype: "float8" }), /unknown dtype/);

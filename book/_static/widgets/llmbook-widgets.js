@@ -525,6 +525,20 @@
     return out;
   }
 
+  /** Same as llmbook.memory.OFFLOADED_PARTS: what CPU offload keeps in CPU memory (not foreach
+   * AdamW's copies: torch steps CPU tensors one at a time). */
+  const OFFLOADED_PARTS = ["weights", "master_weights", "gradients", "adapter", "optimizer"];
+
+  /** Same as llmbook.memory.offloaded_bytes: one process's shards in CPU memory, by part. */
+  function offloadedBytes(c, o) {
+    const opts = Object.assign({ sharding: "zero3" }, o || {}, { offload: false });
+    if (opts.sharding !== "zero2" && opts.sharding !== "zero3") throw new Error("offload applies to zero2 and zero3");
+    const kept = shardedPhases(c, opts)["optimizer step"];
+    const out = {};
+    for (const [k, v] of Object.entries(kept)) if (OFFLOADED_PARTS.indexOf(k) >= 0) out[k] = v;
+    return out;
+  }
+
   /** The moment of a phases object that holds the most: [moment, parts]. */
   function largest(phases) {
     let best = null; let bestTotal = -1;
@@ -545,7 +559,7 @@
     neighbours, fields, roundHalfEven,
     quantizeInt8, quantizeNf4, parameters, weightBytes, kvCacheBytes, prefillActivationBytes,
     trainingActivationBytes, autocastCacheBytes, loraParameters, trainableNumels, optimizerStateBytes,
-    OPTIMIZERS, ATTENTIONS, breakdown, stepPhases, peak, fitsOn, SHARDINGS, shardedPhases, largest };
+    OPTIMIZERS, ATTENTIONS, breakdown, stepPhases, peak, fitsOn, SHARDINGS, shardedPhases, offloadedBytes, largest };
 
   // ---------------------------------------------------------------- user interface
   function el(tag, attrs, children) {
@@ -884,6 +898,13 @@
       axis.setAttribute("text-anchor", "middle"); axis.textContent = "memory (GiB)";
       svg.appendChild(axis);
       out.appendChild(svg);
+      if (parallel && offload.checked) {
+        const cpu = sum(offloadedBytes(c, Object.assign({ gpus: nGpus, sharding: sharding.value }, job)));
+        out.appendChild(el("p", { class: "llmb-offload", "data-offload-bytes": String(cpu),
+          text: "CPU memory for the offloaded shards: " + (cpu / GiB).toFixed(2) + " GiB for each process, " +
+            (nGpus * cpu / GiB).toFixed(1) + " GiB on a host that runs all " + nGpus +
+            " (weights, gradients and optimizer states; pinned)" }));
+      }
       const t = el("table", { class: "llmb-table" });
       t.appendChild(el("tr", {}, ["part", "GiB", "bytes"].map((h) => el("th", { scope: "col", text: h }))));
       for (const [k, v] of Object.entries(live)) {
