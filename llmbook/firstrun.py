@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -68,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for line in prepare(smollm=args.smollm):
             print(line, flush=True)
-    except (MissingRequirement, RuntimeError) as error:
-        print(f"llmbook prepare: {error}")
+    except (MissingRequirement, RuntimeError, OSError) as error:
+        hint = ""
+        if isinstance(error, OSError):
+            hint = " (set LLMBOOK_CACHE and MPLCONFIGDIR to folders you can write)"
+        print(f"llmbook prepare: {error}{hint}", file=sys.stderr)
         return 1
     return 0

@@ -1666,9 +1666,10 @@ def sharded_phases(
 
 
 #: What CPU offload keeps in CPU memory: the sharded state between steps. Not foreach
-#: AdamW's copies (``optimizer_temporaries``): an optimizer stepping CPU tensors loops over
-#: them one at a time, since torch uses ``foreach`` only for CUDA, XPU and MTIA tensors
-#: (``torch/utils/_foreach_utils.py``, ``torch/optim/optimizer.py``).
+#: AdamW's copies (``optimizer_temporaries``): by default (``foreach=None``) torch picks the
+#: ``foreach`` step only when every parameter is on a CUDA, XPU, MTIA or PrivateUse1
+#: device (``torch/optim/optimizer.py``, ``_default_to_fused_or_foreach``), so AdamW over
+#: CPU shards loops over them one at a time (``foreach=True`` would add the copies back).
 OFFLOADED_PARTS = ("weights", "master_weights", "gradients", "adapter", "optimizer")
 
 
@@ -1685,7 +1686,9 @@ def offloaded_bytes(
         raise EstimateError(
             "offload applies to zero2 and zero3 (FSDP2's CPUOffloadPolicy)"
         )
-    kept = sharded_phases(config, recipe, gpus, sharding, **options)["optimizer step"]
+    options.pop("offload", None)  # what the GPU keeps does not change the shards
+    kept = sharded_phases(config, recipe, gpus, sharding, False, **options)
+    kept = kept["optimizer step"]
     return {k: v for k, v in kept.items() if k in OFFLOADED_PARTS}
 
 

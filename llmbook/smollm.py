@@ -67,8 +67,10 @@ def gguf_path() -> Path:
 
 
 def cache_root() -> Path:
-    """Where converted checkpoints live: ``$LLMBOOK_CACHE``, else ``~/.cache/llmbook``."""
-    return Path(os.environ.get("LLMBOOK_CACHE") or Path.home() / ".cache" / "llmbook")
+    """Where converted checkpoints live: ``$LLMBOOK_CACHE``, else ``~/.cache/llmbook``
+    (made absolute, so a build and its kernels, in other folders, find the same one)."""
+    root = os.environ.get("LLMBOOK_CACHE") or Path.home() / ".cache" / "llmbook"
+    return Path(root).expanduser().absolute()
 
 
 def checkpoint_folder() -> Path:
@@ -128,10 +130,14 @@ def prepare_checkpoint() -> str | None:
             raise RuntimeError(
                 f"converting {gguf.name} into {folder} failed: {' '.join(tail)}"
             )
+        if folder.exists() and not (folder / "model.safetensors").is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # left half-made by a crash
         try:
             tmp.rename(folder)
         except OSError:  # another process finished first
             shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "model.safetensors").is_file():
+            raise RuntimeError(f"could not put the converted checkpoint in {folder}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+# ipykernel 7 warns on stderr at every kernel start that its loopback TCP is unencrypted:
+# noise in the build log, so the venv's kernels log errors only.
+mkdir -p "$VENV/etc/ipython"
+echo 'c.IPKernelApp.log_level = "ERROR"' >"$VENV/etc/ipython/ipython_kernel_config.py"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt -e .
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 if ! "$VENV/bin/jb" build . -n -W --keep-going "$@"; then

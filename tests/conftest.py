@@ -103,26 +103,24 @@ def run_jb(
     )
 
 
-#: Where a user's caches live: a build that finds any of them set starts warm.
-CACHE_VARIABLES = (
-    "LLMBOOK_CACHE",
-    "HF_HOME",
-    "HF_HUB_CACHE",
-    "TRANSFORMERS_CACHE",
-    "XDG_CACHE_HOME",
-    "XDG_CONFIG_HOME",
-    "XDG_DATA_HOME",
-    "MPLCONFIGDIR",
-    "IPYTHONDIR",
-    "JUPYTER_CONFIG_DIR",
-    "JUPYTER_DATA_DIR",
-    "JUPYTER_RUNTIME_DIR",
-    "TORCHINDUCTOR_CACHE_DIR",
-    "TRITON_CACHE_DIR",
-    "TORCH_HOME",
-    "VIRTUAL_ENV",
-    "PYTHONPATH",
+#: What a new user's shell passes on (everything else, a developer's cache folders,
+#: warning filters or verbosity settings among them, is left out): the system's own
+#: variables, pip's (its download cache and package index are not the book's), the
+#: OpenBLAS settings some processors need, and the tests' strict 4-bit check.
+KEPT_VARIABLES = (
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "TERM",
+    "TMPDIR",
+    "TZ",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "CI",
+    "LLMBOOK_STRICT_4BIT",
 )
+KEPT_PREFIXES = ("LC_", "PIP_", "OPENBLAS_", "SSL_", "REQUESTS_CA", "CURL_CA")
 
 
 def pip_cache_dir() -> str:
@@ -135,11 +133,18 @@ def pip_cache_dir() -> str:
 
 
 def cold_env(home: Path) -> dict[str, str]:
-    """This process's environment as a new user's machine has it: an empty home folder
-    and none of the cache variables set, offline for the model hub."""
+    """This process's environment as a new user's machine has it: an empty home folder,
+    only :data:`KEPT_VARIABLES` (no cache folders, no ``VENV``), offline for the hub."""
     home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in KEPT_VARIABLES or k.startswith(KEPT_PREFIXES)
+    }
     env.update(HOME=str(home), HF_HUB_OFFLINE="1", PIP_CACHE_DIR=pip_cache_dir())
+    user_pip = Path.home() / ".config" / "pip" / "pip.conf"  # this machine's index
+    if user_pip.is_file() and "PIP_CONFIG_FILE" not in env:
+        env["PIP_CONFIG_FILE"] = str(user_pip)
     env["PATH"] = os.pathsep.join(
         p
         for p in env.get("PATH", "").split(os.pathsep)
@@ -177,6 +182,7 @@ class Build:
     home: Path  # the empty home folder the build started with
     rebuild_returncode: int = 1
     rebuild_log: str = ""
+    stderr: str = ""  # what the first build wrote to stderr, pip's installs included
 
     @property
     def executed(self) -> Path:
@@ -210,6 +216,7 @@ def built_book(tmp_path_factory) -> Build:
     ):
         log = (output / "build.log").read_text()
         again = output / "rebuild.log"
+        errors = output / "build.stderr"
         return Build(
             0 if "Built: open _build/html" in log else 1,
             log,
@@ -219,6 +226,7 @@ def built_book(tmp_path_factory) -> Build:
             home,
             0 if again.exists() and "build succeeded" in again.read_text() else 1,
             again.read_text() if again.exists() else "",
+            errors.read_text() if errors.exists() else "",
         )
     if output.exists():
         shutil.rmtree(output)
@@ -235,7 +243,9 @@ def built_book(tmp_path_factory) -> Build:
     )
     log = first.stdout + first.stderr
     (output / "build.log").write_text(log)
+    (output / "build.stderr").write_text(first.stderr)
     build = Build(first.returncode, log, html, output, source, home)
+    build.stderr = first.stderr
     if first.returncode == 0:
         again = subprocess.run(
             ["bash", "-c", README_REBUILD],

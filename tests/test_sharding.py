@@ -290,3 +290,9 @@ def test_fsdp2_shards_an_integer_parameter_and_gathers_it_back():
         }
         assert r["whole"] == {"codes": [64, 32], "absmax": [64]}
         assert r["gathered_equal"]
+
+
+def test_offloaded_bytes_ignores_an_offload_flag():
+    config = LlamaConfig(**memory.PRESETS["Llama-2-7B"])
+    plain = memory.offloaded_bytes(config, "full", 8)
+    assert memory.offloaded_bytes(config, "full", 8, offload=True) == plain != {}

@@ -196,6 +196,13 @@ def test_the_build_started_cold_and_made_what_it_needs(built_book):
     assert any("font cache" in line for line in made), made
     assert len(made) == 2, made
     assert list((built_book.home / ".cache" / "llmbook").glob("*/model.safetensors"))
+    # nothing on stderr but pip's notices about this machine's package index
+    noise = [
+        line
+        for line in built_book.stderr.splitlines()
+        if line.strip() and not line.startswith("WARNING: Location ")
+    ]
+    assert noise == [], noise[:10]
     for path in NOTEBOOKS:
         assert "llmbook: first run" not in page(built_book, path.stem), path.name
 

@@ -130,3 +130,15 @@ def test_a_chapter_rejected_once_runs_again_and_passes(scratch, failure):
     assert "01_alpha.ipynb: Executing notebook" in log, "the outputs were replayed"
     html = (out / "_build" / "html" / "book" / "01_alpha.html").read_text()
     assert "ready" in html and shown_stderr(html) == []
+
+
+def test_a_first_run_message_on_a_page_fails_the_build(scratch):
+    """A chapter that made something itself on first use and said so (llmbook's
+    "first run" line) would publish outputs that differ from a later build's."""
+    src, out = scratch
+    code = "print('llmbook: first run: converted something into /somewhere')"
+    (src / "book" / "01_alpha.ipynb").write_text(scratch_notebook(code))
+    result = run_jb(src, out, timeout=600)
+    log = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+    assert result.returncode != 0, log[-3000:]
+    assert "a first-run message reached book/01_alpha.ipynb, cell index 1" in log

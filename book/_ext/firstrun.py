@@ -13,10 +13,12 @@ second, and only on builds that read a notebook.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from sphinx.errors import ExtensionError
 from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,9 @@ def needs_of(path: Path) -> list[str]:
 def prepare(app, env, docnames):
     if app.config.nb_execution_mode == "off":
         return
+    cache = os.environ.get("LLMBOOK_CACHE")
+    if cache:  # the kernels run in other folders: give them the same absolute path
+        os.environ["LLMBOOK_CACHE"] = str(Path(cache).expanduser().absolute())
     notebooks = [
         Path(env.doc2path(doc))
         for doc in docnames
@@ -47,16 +52,13 @@ def prepare(app, env, docnames):
         command.append("--smollm")
     child = subprocess.run(command, capture_output=True, text=True, cwd=app.srcdir)
     for line in child.stdout.splitlines():
-        if child.returncode == 0:
-            logger.info(line)
-    if child.returncode != 0:
-        said = (child.stdout + child.stderr).strip().splitlines()
-        logger.error(
-            "llmbook: could not prepare the first run (%s): %s",
-            " ".join(command[1:]),
-            said[-1] if said else f"exit status {child.returncode}",
+        logger.info(line)
+    if child.returncode != 0:  # stop here: chapters would make it themselves, on a page
+        said = child.stderr.strip().splitlines() or child.stdout.strip().splitlines()
+        raise ExtensionError(
+            f"`python {' '.join(command[1:])}` failed: "
+            + (said[-1] if said else f"exit status {child.returncode}")
         )
-        app.statuscode = 1
 
 
 def setup(app):

@@ -32,12 +32,33 @@ def is_stderr(node) -> bool:
     return isinstance(node, nodes.Element) and "stderr" in node["classes"]
 
 
+#: What llmbook prints when it makes something on first use (llmbook.firstrun): on a
+#: page it means the chapter's outputs depend on whether the machine was new.
+FIRST_RUN_MARK = "llmbook: first run:"
+
+
+def is_output(node) -> bool:
+    return isinstance(node, nodes.Element) and "output" in node["classes"]
+
+
 def check_stderr(app, doctree):
-    """Log an error for every stderr output of a cell that does not expect it."""
+    """Log an error for every stderr output of a cell that does not expect it, and for
+    every output that says something was made on first use."""
     env = app.env
     failed = env.llmbook_stderr_failed = getattr(env, "llmbook_stderr_failed", set())
     failed.discard(env.docname)
     for cell in doctree.findall(is_cell):
+        for out in cell.findall(is_output):
+            if FIRST_RUN_MARK in out.astext():
+                logger.error(
+                    "a first-run message reached %s, cell index %d: make it before the "
+                    "build (llmbook.firstrun.prepare), then build again",
+                    env.doc2path(env.docname, False),
+                    cell["cell_index"],
+                    location=out,
+                )
+                failed.add(env.docname)
+                app.statuscode = 1
         own = (cell.get("cell_metadata") or {}).get("mystnb", {})
         if own.get("output_stderr", app.config.nb_output_stderr) in ALLOWED:
             continue
@@ -70,12 +91,20 @@ def forget_cached_outputs(app, docname: str) -> None:
     import nbformat
     from jupyter_cache import get_cache
 
-    cache = get_cache(cache_dir)
     try:
+        cache = get_cache(cache_dir)
         record = cache.match_cache_notebook(nbformat.read(path, as_version=4))
+        cache.remove_cache(record.pk)
     except KeyError:  # not cached (executed without the cache, or already dropped)
         return
-    cache.remove_cache(record.pk)
+    except Exception as error:  # a locked or damaged cache: say so, do not crash
+        logger.warning(
+            "could not drop the cached outputs of %s (%s: %s): run `jb clean .` "
+            "if the next build replays them",
+            docname,
+            type(error).__name__,
+            error,
+        )
 
 
 def reread_failed(app, env, added, changed, removed):

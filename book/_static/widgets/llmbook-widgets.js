@@ -526,7 +526,7 @@
   }
 
   /** Same as llmbook.memory.OFFLOADED_PARTS: what CPU offload keeps in CPU memory (not foreach
-   * AdamW's copies: torch steps CPU tensors one at a time). */
+   * AdamW's copies: by default torch steps CPU tensors one at a time). */
   const OFFLOADED_PARTS = ["weights", "master_weights", "gradients", "adapter", "optimizer"];
 
   /** Same as llmbook.memory.offloaded_bytes: one process's shards in CPU memory, by part. */
@@ -902,8 +902,8 @@
         const cpu = sum(offloadedBytes(c, Object.assign({ gpus: nGpus, sharding: sharding.value }, job)));
         out.appendChild(el("p", { class: "llmb-offload", "data-offload-bytes": String(cpu),
           text: "CPU memory for the offloaded shards: " + (cpu / GiB).toFixed(2) + " GiB for each process, " +
-            (nGpus * cpu / GiB).toFixed(1) + " GiB on a host that runs all " + nGpus +
-            " (weights, gradients and optimizer states; pinned)" }));
+            (nGpus * cpu / GiB).toFixed(1) + " GiB for all " + nGpus + " together" +
+            " (weights, gradients and optimizer states; the weights and gradients pinned)" }));
       }
       const t = el("table", { class: "llmb-table" });
       t.appendChild(el("tr", {}, ["part", "GiB", "bytes"].map((h) => el("th", { scope: "col", text: h }))));
