@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
-    "memory": "llmbook.memory",
+    "memory": "llmbook.cli",
     "env": "llmbook.env",
     "prepare": "llmbook.firstrun",
 }

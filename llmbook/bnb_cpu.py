@@ -99,9 +99,9 @@ def quantized_linear_shapes(
 def config_problems(config) -> list[str]:
     """One sentence per linear layer of ``config``'s model that the packed path would
     reject (built on the meta device: no memory, any size)."""
-    from .memory import empty_model
+    from .models import meta_model
 
-    model = empty_model(config, None)
+    model = meta_model(config)
     return [
         _message(n, p)
         for n, (i, o) in quantized_linear_shapes(model).items()

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import psutil
 
+from .errors import MissingRequirement  # noqa: F401  (re-exported: llmbook.env.MissingRequirement)
 from .units import GIB
 
 #: Libraries whose versions a chapter reports, in this order.
@@ -32,10 +33,6 @@ REPORTED_PACKAGES = (
 #: CPU features that decide which kernels torch and bitsandbytes run (bf16/fp16 speed,
 #: bitsandbytes' packed 4-bit path), reported in every chapter's environment line.
 CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16")
-
-
-class MissingRequirement(RuntimeError):
-    """A chapter needs something this environment lacks; the message says what to do."""
 
 
 @dataclass(frozen=True)

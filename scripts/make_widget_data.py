@@ -50,7 +50,7 @@ VECTORS = ROOT / "tests" / "js" / "vectors.json"
 #   sorted value table: np.unique keeps +0.0 or -0.0 of the table's two zeros depending
 #   on the SIMD sort it dispatches to, and nextafter on subnormals depends on the
 #   flush-to-zero mode. Signed zeros follow one rule, IEEE 754's nextUp/nextDown and the
-#   widget's ``neighbours`` (book/_static/widgets/llmbook-widgets.js): a step keeps the
+#   widget's ``neighbours`` (book/_static/widgets/floats.js): a step keeps the
 #   sign of the value, so the neighbour towards zero of +/-(smallest subnormal) is the
 #   zero of the same sign (below +s is 0.0, above -s is -0.0), and both zeros have the
 #   neighbours -s and +s.

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from llmbook.bnb_cpu import quant_constants
+from llmbook.cli import main
 from llmbook.measure import tensor_bytes
 from llmbook.memory import (
     PHASES,
@@ -19,7 +20,6 @@ from llmbook.memory import (
     estimate,
     is_skipped,
     load_config,
-    main,
     module_group,
     weight_bytes,
 )
@@ -308,7 +308,7 @@ def test_llama_2_7b_in_bf16_at_4096_tokens_does_not_fit_a_t4():
 
 
 def test_cli_answers_the_whole_question(tmp_path, capsys):
-    from llmbook.memory import main
+    from llmbook.cli import main
 
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"model_type": "llama", **PRESETS_7B}))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 
 from llmbook import env as envmod
 from llmbook.measure import PeakMemory, Timing, tensor_bytes, time_call
@@ -327,3 +329,83 @@ def test_largest_allocation_sees_a_tensor_and_prints_nothing(capfd):
     assert nbytes >= 1_000_000
     out, err = capfd.readouterr()
     assert "profiler" not in err and "USDT" not in err
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Which of the package's modules each module imports, at the top or inside a
+    function (a lazy import still closes a circle), read from the source."""
+    import ast
+
+    modules = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")
+                    up = up[: len(up) - (node.level - 1)]
+                    base = ".".join([*up, base] if base else up)
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name and not name.startswith(target + "."):
+                    graph[name].add(target)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    state, path = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = "done"
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+def test_the_package_has_no_import_circle():
+    graph = import_graph(ROOT / "llmbook")
+    assert "llmbook.memory.steps" in graph and "llmbook.cli" in graph
+    assert find_cycle(graph) == [], " -> ".join(find_cycle(graph))
+
+
+def test_the_circle_check_finds_a_lazy_circle(tmp_path):
+    """The check itself: a circle through a function-level import is found."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .b import f\n")
+    (pkg / "b.py").write_text("def f():\n    from . import c\n")
+    (pkg / "c.py").write_text("def g():\n    from .a import f\n")
+    assert find_cycle(import_graph(pkg)) == ["pkg.a", "pkg.b", "pkg.c", "pkg.a"]
+
+
+def test_no_module_of_the_package_is_over_600_lines():
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in (ROOT / "llmbook").rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 600
+    }
+    assert long == {}

@@ -11,7 +11,7 @@ import psutil
 import pytest
 from transformers import LlamaConfig
 
-from llmbook import memory
+from llmbook import cli, memory
 from llmbook.distributed import WorkersFailed, message_bytes, run_workers
 from llmbook.models import FAMILIES
 from llmbook.pages.ch11 import (
@@ -264,16 +264,16 @@ def test_command_line_prints_each_gpus_share(tmp_path, capsys):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(dict(memory.PRESETS["Llama-2-7B"], model_type="llama")))
     base = [str(path), "--recipe", "full", "--checkpointing", "--json"]
-    assert memory.main(base) == 0
+    assert cli.main(base) == 0
     alone = json.loads(capsys.readouterr().out)
-    assert memory.main(base + ["--gpus", "8", "--sharding", "zero3"]) == 0
+    assert cli.main(base + ["--gpus", "8", "--sharding", "zero3"]) == 0
     sharded = json.loads(capsys.readouterr().out)
     assert sharded["sharding"] == "zero3" and sharded["gpus"] == 8
     assert sharded["peak_parts"]["weights"] == -(-alone["parts"]["weights"] // 8)
     assert sharded["peak_bytes"] < alone["peak_bytes"] / 4
-    assert memory.main([str(path), "--recipe", "full", "--gpus", "0"]) == 2
+    assert cli.main([str(path), "--recipe", "full", "--gpus", "0"]) == 2
     assert "--gpus" in capsys.readouterr().out
-    assert memory.main([str(path), "--gpus", "2"]) == 2
+    assert cli.main([str(path), "--gpus", "2"]) == 2
     assert "training --recipe" in capsys.readouterr().out
 
 

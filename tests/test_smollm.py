@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmbook import memory, quality, smollm
+from llmbook import cli, memory, quality, smollm
 from llmbook.bench import state_bytes
 from llmbook.env import MissingRequirement
 from llmbook.measure import tensor_bytes
@@ -192,7 +192,7 @@ def test_cli_says_what_the_meter_reports_for_wrapper_formats(tmp_path, capsys):
     }
     (tmp_path / "config.json").write_text(__import__("json").dumps(config))
     args = [str(tmp_path), "--dtype", "float32", "--quantization", "torchao-int8"]
-    assert memory.main(args) == 0
+    assert cli.main(args) == 0
     out = capsys.readouterr().out
     est = memory.estimate(memory.load_config(str(tmp_path)), "float32", "torchao-int8")
     assert "the unquantized size" in out and "what the tensors hold" in out

@@ -186,7 +186,24 @@ def test_widgets_ship_as_static_files_the_site_loads():
     static = ROOT / config["html_static_path"][0]
     for f in config["html_js_files"] + config["html_css_files"]:
         assert (static / f).is_file(), f
-    js = (static / "widgets" / "llmbook-widgets.js").read_text()
-    assert "fetch(" not in js and "http" not in js.replace(
-        "http://www.w3.org/2000/svg", ""
-    ), "the widgets must work offline"
+    for path in (static / "widgets").rglob("*.js"):
+        js = path.read_text()
+        assert "fetch(" not in js and "http" not in js.replace(
+            "http://www.w3.org/2000/svg", ""
+        ), f"the widgets must work offline: {path.name}"
+
+
+def test_the_site_loads_every_part_of_the_widgets_in_order():
+    """_config.yml's html_js_files: presets, then the parts in the order the entry file
+    loads them in Node (each part uses only names of the parts before it), entry last;
+    and no part on disk is left out."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]
+    widgets = ROOT / "book" / "_static" / "widgets"
+    entry = (widgets / "llmbook-widgets.js").read_text()
+    parts = json.loads(re.search(r"const PARTS = (\[.*?\]);", entry).group(1))
+    files = ["presets.js", *parts, "llmbook-widgets.js"]
+    assert config["html_js_files"] == [f"widgets/{f}" for f in files]
+    on_disk = {p.relative_to(widgets).as_posix() for p in widgets.rglob("*.js")}
+    assert on_disk == set(files) | {"namespace.js"}  # namespace.js: Node only

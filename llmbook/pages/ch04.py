@@ -35,12 +35,11 @@ import torch
 def llm_int8_matmul(
     X: torch.Tensor, W: torch.Tensor, threshold: float = THRESHOLD, paper_weights=None
 ) -> torch.Tensor:
-    """LLM.int8(): X (tokens, in) @ W.T for W (out, in), both fp16 and finite;
-    returns fp16. An all-zero row of X or W gets a scale floor (1e-8), so zeros."""
+    """LLM.int8(): X (tokens, in) @ W.T for W (out, in), both finite fp16; fp16 out."""
     outlier = X.abs() >= threshold
     cols = outlier.any(dim=0).nonzero().flatten()  # features that go through fp16
     X_regular = X.masked_fill(outlier, 0)
-    # vector-wise scales: one per token (sx), one per output channel (sw)
+    # vector-wise scales: one per token (sx), one per output channel (sw), floored
     sx = X_regular.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-8)
     sw = W.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-8)
     Xq = torch.round(X_regular.float() * (127 / sx)).to(torch.int8)

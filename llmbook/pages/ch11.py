@@ -43,7 +43,7 @@ def ring_wire_bytes(op: str, message_bytes: float, gpus: int) -> float:
     return (2 if op == "all_reduce" else 1) * (gpus - 1) / gpus * message_bytes
 
 
-# book/11_sharded_training.ipynb, cell cell-055
+# book/11_sharded_training.ipynb, cell cell-059
 def pipeline_bubble(stages: int, micro_batches: int) -> float:
     """Share of a GPipe step each stage idles: (p - 1) / (m + p - 1)."""
     return (stages - 1) / (micro_batches + stages - 1)

@@ -1,0 +1,162 @@
+/*
+ * The float explorer's page: inputs, bits to click, the tables.
+ * Part of the book's widgets (see llmbook-widgets.js): a plain script that adds its names to
+ * window.LLMBookWidgets in the browser, or to the shared object of namespace.js in Node.
+ */
+(function (W) {
+  "use strict";
+  const { FORMATS, MX_BLOCK, MX_FORMATS, classify, decode, el, encode, fields, fmt, neighbours, pow2, quantizeInt8, quantizeMxBlock, quantizeNf4 } = W;
+
+  function floatExplorer(host) {
+    const id = "fx" + Math.random().toString(36).slice(2, 8);
+    const input = el("input", { type: "text", id: id + "-v", value: host.dataset.value || "0.1", inputmode: "decimal",
+      "aria-describedby": id + "-help", class: "llmb-input" });
+    const slider = el("input", { type: "range", min: "-16", max: "16", step: "0.01", value: "0",
+      "aria-label": "drag: value on a logarithmic scale (2 to the power shown)", class: "llmb-slider" });
+    const scale = el("input", { type: "text", id: id + "-s", value: host.dataset.scale || "1", inputmode: "decimal",
+      class: "llmb-input llmb-small" });
+    const table = el("table", { class: "llmb-table" });
+    const qtable = el("table", { class: "llmb-table" });
+    host.appendChild(el("div", { class: "llmb-controls" }, [
+      el("label", { for: id + "-v", text: "Value " }), input, slider,
+      el("label", { for: id + "-s", text: " Scale (absmax) for int8 and nf4 " }), scale]));
+    host.appendChild(el("p", { id: id + "-help", class: "llmb-help",
+      text: "Type a number (1e-5, -65504, inf, nan), or drag. Click a bit, or focus it and press Enter or Space, to flip it." }));
+    host.appendChild(table);
+    host.appendChild(qtable);
+    const block = el("textarea", { id: id + "-mx", rows: "3", class: "llmb-input llmb-block",
+      "aria-describedby": id + "-mxhelp" });
+    block.value = host.dataset.block || "0.12 -0.07 0.31 0.02 -0.25 0.18 -0.11 0.05 0.09 -0.14 0.22 -0.03 " +
+      "0.27 -0.19 0.08 0.01 -0.06 0.15 -0.21 0.04 0.11 -0.09 0.13 -0.02 0.17 0.06 -0.12 0.24 -0.16 0.03 0.1 4.5";
+    const mxFormat = el("select", { id: id + "-mxf" });
+    for (const name of Object.keys(MX_FORMATS)) mxFormat.appendChild(el("option", { value: name, text: name }));
+    const mxTable = el("table", { class: "llmb-table llmb-mx" });
+    const mxMessage = el("p", { class: "llmb-error llmb-mx-message", "aria-live": "polite" });
+    host.appendChild(el("div", { class: "llmb-controls" }, [
+      el("label", { for: id + "-mx", text: "A block of up to " + MX_BLOCK + " values " }), block,
+      el("label", { for: id + "-mxf", text: " in " }), mxFormat]));
+    host.appendChild(el("p", { id: id + "-mxhelp", class: "llmb-help",
+      text: "Separate the values with spaces or commas. The block shares one E8M0 scale (a power of two); " +
+        "each value is stored as a small float times that scale." }));
+    host.appendChild(mxMessage);
+    host.appendChild(mxTable);
+
+    function setValue(x) { input.value = fmt(x) === "NaN" ? "nan" : fmt(x); render(); }
+
+    function parse(s) {
+      const t = s.trim().toLowerCase();
+      if (t === "nan") return NaN;
+      if (t === "inf" || t === "+inf" || t === "infinity") return Infinity;
+      if (t === "-inf" || t === "-infinity") return -Infinity;
+      return t === "" ? NaN : Number(t);
+    }
+
+    function render() {
+      const x = parse(input.value);
+      table.innerHTML = "";
+      table.appendChild(el("caption", { text: "The value in each format" }));
+      table.appendChild(el("tr", {}, ["format", "stored value", "bits (sign, exponent, mantissa)", "kind",
+        "rounding error", "next below", "next above"].map((t) => el("th", { scope: "col", text: t }))));
+      for (const [key, f] of Object.entries(FORMATS)) {
+        const bits = encode(x, f);
+        const v = decode(bits, f);
+        const parts = fields(bits, f);
+        if (bits === null) {
+          const why = f.unsigned ? "a scale is positive: no code for this value" : "this format has no NaN";
+          table.appendChild(el("tr", { "data-format": key }, [
+            el("th", { scope: "row", text: f.name }), el("td", { class: "llmb-value", text: "-" }), el("td", {}),
+            el("td", { class: "llmb-kind", text: "not representable" }), el("td", { text: why }),
+            el("td", { text: "-" }), el("td", { text: "-" })]));
+          continue;
+        }
+        const bitCell = el("td", { class: "llmb-bits" });
+        let index = f.width - 1;
+        for (const [part, str] of [["sign", parts.sign], ["exponent", parts.exponent], ["mantissa", parts.mantissa]]) {
+          for (const ch of str) {
+            const position = index;
+            const b = el("button", { type: "button", class: "llmb-bit llmb-" + part, "data-format": key,
+              "data-bit": String(position), "aria-label": f.name + " " + part + " bit " + position + ", now " + ch,
+              text: ch });
+            b.addEventListener("click", () => {
+              const flipped = Math.floor(bits / pow2(position)) % 2 ? bits - pow2(position) : bits + pow2(position);
+              setValue(decode(flipped, f));
+              const again = host.querySelector(`button[data-format="${key}"][data-bit="${position}"]`);
+              if (again) again.focus();
+            });
+            bitCell.appendChild(b);
+            index -= 1;
+          }
+          bitCell.appendChild(document.createTextNode(" "));
+        }
+        const err = Number.isFinite(x) && Number.isFinite(v) ? v - x : null;
+        const rel = err !== null && x !== 0 ? " (" + (100 * Math.abs(err / x)).toPrecision(3) + "%)" : "";
+        const nb = neighbours(bits, f);
+        table.appendChild(el("tr", { "data-format": key }, [
+          el("th", { scope: "row", text: f.name }), el("td", { class: "llmb-value", text: fmt(v) }), bitCell,
+          el("td", { class: "llmb-kind", text: classify(bits, f) }),
+          el("td", { text: err === null ? "-" : fmt(err) + rel }),
+          el("td", { text: fmt(nb.below) }), el("td", { text: fmt(nb.above) })]));
+      }
+      const s = parse(scale.value);
+      qtable.innerHTML = "";
+      qtable.appendChild(el("caption", { text: "Through a quantizer with this scale" }));
+      qtable.appendChild(el("tr", {}, ["quantizer", "code", "dequantized value", "error"].map(
+        (t) => el("th", { scope: "col", text: t }))));
+      for (const [name, q] of [["absmax int8", quantizeInt8], ["nf4", quantizeNf4]]) {
+        const ok = Number.isFinite(x) && Number.isFinite(s) && s > 0;
+        const r = ok ? q(x, s) : null;
+        qtable.appendChild(el("tr", { "data-quantizer": name }, [el("th", { scope: "row", text: name }),
+          el("td", { class: "llmb-code", text: r ? String(r.code) : "-" }),
+          el("td", { class: "llmb-value", text: r ? fmt(r.value) : "needs a finite value and a scale above 0" }),
+          el("td", { text: r ? fmt(r.value - x) : "-" })]));
+      }
+      const a = Math.abs(x);
+      if (Number.isFinite(a) && a > 0) slider.value = String(Math.max(-16, Math.min(16, Math.log2(a))));
+      renderBlock();
+    }
+
+    function renderBlock() {
+      mxTable.innerHTML = "";
+      mxMessage.textContent = "";
+      const values = block.value.split(/[\s,;]+/).filter((t) => t !== "").map(parse);
+      let problem = null;
+      if (values.length === 0) problem = "type at least one value";
+      else if (values.length > MX_BLOCK) problem = "at most " + MX_BLOCK + " values share one scale";
+      else if (!values.every(Number.isFinite)) problem = "every value must be a finite number";
+      if (problem) {
+        mxMessage.textContent = "Block: " + problem + ".";
+        return;
+      }
+      const r = quantizeMxBlock(values, mxFormat.value);
+      const scaleBits = r.scaleCode.toString(2).padStart(8, "0");
+      mxTable.appendChild(el("caption", { "data-mx-scale": String(r.scaleCode), text: "Shared scale 2^" +
+        (r.scaleCode - 127) + " = " + fmt(r.scale) + " (E8M0 code " + r.scaleCode + ", bits " + scaleBits + ")" }));
+      mxTable.appendChild(el("tr", {}, ["#", "value", "element bits", "element", "stored (element × scale)", "error"]
+        .map((t) => el("th", { scope: "col", text: t }))));
+      r.elements.forEach((e, i) => {
+        const p = fields(e.code, r.format);
+        mxTable.appendChild(el("tr", { "data-mx-element": String(i) }, [el("td", { text: String(i) }),
+          el("td", { text: fmt(values[i]) }),
+          el("td", { class: "llmb-bits", text: p.sign + " " + p.exponent + " " + p.mantissa }),
+          el("td", { class: "llmb-code", text: fmt(e.element) }), el("td", { class: "llmb-value", text: fmt(e.stored) }),
+          el("td", { text: fmt(e.stored - values[i]) })]));
+      });
+    }
+    block.addEventListener("input", renderBlock);
+    mxFormat.addEventListener("change", renderBlock);
+
+    input.addEventListener("input", render);
+    scale.addEventListener("input", render);
+    slider.addEventListener("input", () => {
+      const x = parse(input.value);
+      const sign = x < 0 ? -1 : 1;
+      input.value = fmt(sign * Number(pow2(Number(slider.value)).toPrecision(4)));
+      render();
+    });
+    render();
+  }
+
+  Object.assign(W, { floatExplorer });
+})(typeof module === "object" && module.exports
+  ? require("./namespace.js")
+  : (window.LLMBookWidgets = window.LLMBookWidgets || {}));

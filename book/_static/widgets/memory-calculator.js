@@ -1,0 +1,235 @@
+/*
+ * The memory calculator's page: the form, the bar against GPU sizes, the tables.
+ * Part of the book's widgets (see llmbook-widgets.js): a plain script that adds its names to
+ * window.LLMBookWidgets in the browser, or to the shared object of namespace.js in Node.
+ */
+(function (W) {
+  "use strict";
+  const { el, fitsOn, largest, offloadedBytes, parameters, shardedPhases, stepPhases } = W;
+
+  const PART_LABELS = { weights: "weights", kv_cache: "KV cache", activations: "activations", gradients: "gradients",
+    master_weights: "fp32 master weights", optimizer: "optimizer states", adapter: "LoRA adapter",
+    autocast_cache: "autocast's bf16 weight copies", logits: "logits the loop keeps",
+    previous_logits: "the previous step's logits",
+    logits_fp32: "the loss's fp32 copy of the logits", loss_backward: "the loss's backward (fp32 gradients)",
+    backward_workspace: "the working layer's transients", forward_workspace: "the last layer's forward transients",
+    dequantized_weight: "one projection dequantized",
+    embedding_gradient: "tied embedding's own gradient", optimizer_temporaries: "optimizer temporaries (foreach)",
+    gradient_buckets: "DDP's gradient buckets", gathered_weights: "FSDP's gathered weights",
+    reduce_scatter_buffers: "FSDP's reduce-scatter buffers" };
+  const PART_COLORS = { weights: "#0072B2", kv_cache: "#E69F00", activations: "#009E73", gradients: "#CC79A7",
+    master_weights: "#56B4E9", optimizer: "#D55E00", adapter: "#F0E442", autocast_cache: "#999999",
+    logits: "#882255", previous_logits: "#CC6677", logits_fp32: "#AA4499", loss_backward: "#332288", backward_workspace: "#117733",
+    forward_workspace: "#88CCEE",
+    dequantized_weight: "#DDCC77", embedding_gradient: "#44AA99", optimizer_temporaries: "#661100",
+    gradient_buckets: "#6699CC", gathered_weights: "#004488", reduce_scatter_buffers: "#BB5566" };
+
+  function memoryCalculator(host, presets, gpuData) {
+    const id = "mc" + Math.random().toString(36).slice(2, 8);
+    const fieldsSpec = [["hidden_size", "hidden size"], ["num_hidden_layers", "layers"], ["vocab_size", "vocabulary"],
+      ["num_attention_heads", "attention heads"], ["num_key_value_heads", "KV heads"],
+      ["intermediate_size", "MLP size"]];
+    const controls = el("div", { class: "llmb-grid" });
+    const preset = el("select", { id: id + "-preset" });
+    for (const name of Object.keys(presets)) preset.appendChild(el("option", { value: name, text: name }));
+    preset.appendChild(el("option", { value: "custom", text: "custom" }));
+    controls.appendChild(el("label", { for: id + "-preset", text: "Preset" }));
+    controls.appendChild(preset);
+    const inputs = {};
+    for (const [key, label] of fieldsSpec) {
+      inputs[key] = el("input", { type: "number", min: "1", step: "1", id: id + "-" + key, "data-field": key });
+      controls.appendChild(el("label", { for: id + "-" + key, text: label }));
+      controls.appendChild(inputs[key]);
+    }
+    const tie = el("input", { type: "checkbox", id: id + "-tie", "data-field": "tie_word_embeddings" });
+    controls.appendChild(el("label", { for: id + "-tie", text: "tied embeddings" }));
+    controls.appendChild(tie);
+    function select(key, label, options) {
+      const s = el("select", { id: id + "-" + key, "data-field": key });
+      for (const [v, t] of options) s.appendChild(el("option", { value: v, text: t }));
+      controls.appendChild(el("label", { for: id + "-" + key, text: label }));
+      controls.appendChild(s);
+      return s;
+    }
+    const recipe = select("recipe", "job", [["inference", "inference"],
+      ["full", "full fine-tune, torch.autocast (fp32 weights, AdamW)"],
+      ["full-fp32", "full fine-tune in plain fp32 (AdamW)"],
+      ["full-bf16", "full fine-tune, model in bf16 (AdamW in bf16)"],
+      ["full-master", "full fine-tune, 16-bit + fp32 master (DeepSpeed, Apex)"],
+      ["lora", "LoRA"], ["qlora", "QLoRA (nf4 base)"]]);
+    const dtype = select("dtype", "dtype", [["bfloat16", "bf16"], ["float16", "fp16"], ["float32", "fp32"]]);
+    const attention = select("attention", "attention (training)", [["sdpa", "SDPA / FlashAttention"],
+      ["eager", "eager (keeps the s x s scores)"]]);
+    const optimizer = select("optimizer", "optimizer (training)", [["adamw", "AdamW (torch)"],
+      ["adamw8bit", "AdamW8bit (bitsandbytes)"], ["sgd", "SGD with momentum"]]);
+    const quant = select("quantization", "quantization (inference)", [["", "none"], ["int8", "int8 (LLM.int8)"],
+      ["nf4", "nf4"]]);
+    const dq = el("input", { type: "checkbox", id: id + "-dq", "data-field": "double_quant" });
+    controls.appendChild(el("label", { for: id + "-dq", text: "double quantization (4-bit)" }));
+    controls.appendChild(dq);
+    const num = (key, label, value) => {
+      const i = el("input", { type: "number", min: "1", step: "1", id: id + "-" + key, value: String(value), "data-field": key });
+      controls.appendChild(el("label", { for: id + "-" + key, text: label }));
+      controls.appendChild(i);
+      return i;
+    };
+    const batch = num("batch", "batch", 1);
+    const context = num("context", "context (tokens)", 4096);
+    const rank = num("lora_rank", "LoRA rank", 16);
+    const ckpt = el("input", { type: "checkbox", id: id + "-ckpt", "data-field": "checkpointing" });
+    controls.appendChild(el("label", { for: id + "-ckpt", text: "gradient checkpointing" }));
+    controls.appendChild(ckpt);
+    const gpus = num("gpus", "GPUs (training, data-parallel)", 1);
+    const sharding = select("sharding", "sharding (2+ GPUs)", [["ddp", "DDP (full replicas)"],
+      ["zero1", "ZeRO-1 (optimizer states)"], ["zero2", "ZeRO-2 / FSDP2 without resharding"],
+      ["zero3", "ZeRO-3 / FSDP2 (everything)"]]);
+    const offload = el("input", { type: "checkbox", id: id + "-offload", "data-field": "offload" });
+    controls.appendChild(el("label", { for: id + "-offload", text: "CPU offload (ZeRO-2/3)" }));
+    controls.appendChild(offload);
+    host.appendChild(controls);
+    const out = el("div", { class: "llmb-output", "aria-live": "polite" });
+    host.appendChild(out);
+
+    function loadPreset() {
+      const p = presets[preset.value];
+      if (!p) return;
+      for (const [key] of fieldsSpec) inputs[key].value = String(p[key]);
+      tie.checked = !!p.tie_word_embeddings;
+    }
+
+    function config() {
+      const c = {};
+      for (const [key] of fieldsSpec) c[key] = Number(inputs[key].value);
+      c.tie_word_embeddings = tie.checked;
+      return c;
+    }
+
+    function render() {
+      const c = config();
+      out.innerHTML = "";
+      const bad = fieldsSpec.filter(([k]) => !(Number.isInteger(c[k]) && c[k] > 0)).map(([, l]) => l);
+      if (!bad.length && c.hidden_size % c.num_attention_heads) bad.push("hidden size divisible by heads");
+      if (!bad.length && c.num_attention_heads % c.num_key_value_heads) bad.push("heads divisible by KV heads");
+      if (bad.length) { out.appendChild(el("p", { class: "llmb-error", text: "Check: " + bad.join(", ") })); return; }
+      const job = { recipe: recipe.value, dtype: dtype.value, quantization: quant.value || null,
+        double_quant: dq.checked, batch: Number(batch.value), context: Number(context.value),
+        checkpointing: ckpt.checked, lora_rank: Number(rank.value), optimizer: optimizer.value,
+        attention: attention.value };
+      const nGpus = Number(gpus.value);
+      const parallel = recipe.value !== "inference" && (nGpus > 1 || offload.checked);
+      if (parallel && !(Number.isInteger(nGpus) && nGpus >= 1)) {
+        out.appendChild(el("p", { class: "llmb-error", text: "Check: GPUs, a whole number from 1" })); return;
+      }
+      if (parallel && offload.checked && sharding.value !== "zero2" && sharding.value !== "zero3") {
+        out.appendChild(el("p", { class: "llmb-error", text: "Check: CPU offload needs ZeRO-2 or ZeRO-3" })); return;
+      }
+      const phases = parallel ? shardedPhases(c, Object.assign({ gpus: nGpus, sharding: sharding.value,
+        offload: offload.checked }, job)) : stepPhases(c, job);
+      const [moment, live] = largest(phases);
+      const GiB = Math.pow(2, 30);
+      const sum = (p) => Object.values(p).reduce((s, v) => s + v, 0);
+      const total = sum(live);
+      out.appendChild(el("p", { class: "llmb-total", "data-total-bytes": String(total), "data-moment": moment,
+        text: (parameters(c) / 1e9).toFixed(2) + "B parameters; peak " + (total / GiB).toFixed(2) + " GiB" +
+          (parallel ? " on each of " + nGpus + " GPUs (" + sharding.value + (offload.checked ? ", offload" : "") + ")" : "") +
+          ", during the " + moment + (recipe.value === "inference" ? "" : " (the parts alive then, below)") }));
+      const maxGiB = Math.max(total / GiB, 16) * 1.08;
+      const W = 640; const H = 64; const scaleX = (g) => 10 + (g / maxGiB) * (W - 20);
+      const ns = "http://www.w3.org/2000/svg";
+      const svg = document.createElementNS(ns, "svg");
+      svg.setAttribute("viewBox", `0 0 ${W} ${H + 38}`);
+      svg.setAttribute("role", "img");
+      svg.setAttribute("class", "llmb-bar");
+      svg.setAttribute("aria-label", "Stacked bar of memory by part at the peak, " + (total / GiB).toFixed(2) +
+        " GiB, with lines at the usable memory of common GPUs");
+      let x = 0;
+      for (const [k, v] of Object.entries(live)) {
+        const r = document.createElementNS(ns, "rect");
+        r.setAttribute("x", String(scaleX(x / GiB))); r.setAttribute("y", "8");
+        r.setAttribute("width", String(Math.max(0, scaleX((x + v) / GiB) - scaleX(x / GiB))));
+        r.setAttribute("height", String(H - 24)); r.setAttribute("fill", PART_COLORS[k]);
+        r.setAttribute("data-part", k);
+        svg.appendChild(r);
+        x += v;
+      }
+      let lastLabel = -Infinity;
+      for (const gpu of gpuData.gpus) {
+        const g = gpu.usable_bytes / GiB;
+        if (g > maxGiB) continue;
+        const l = document.createElementNS(ns, "line");
+        l.setAttribute("x1", String(scaleX(g))); l.setAttribute("x2", String(scaleX(g)));
+        l.setAttribute("y1", "2"); l.setAttribute("y2", String(H - 10)); l.setAttribute("stroke", "#444");
+        l.setAttribute("stroke-dasharray", "3 3");
+        const tip = document.createElementNS(ns, "title");
+        tip.textContent = gpu.name + ": " + g.toFixed(1) + " GiB usable of " + gpu.total_mib + " MiB";
+        l.appendChild(tip);
+        svg.appendChild(l);
+        if (scaleX(g) - lastLabel < 44) continue; // too close to the last label to read
+        lastLabel = scaleX(g);
+        const t = document.createElementNS(ns, "text");
+        t.setAttribute("x", String(scaleX(g))); t.setAttribute("y", String(H + 4)); t.setAttribute("font-size", "10");
+        t.setAttribute("text-anchor", "middle"); t.textContent = gpu.name.split(" ")[0];
+        svg.appendChild(t);
+      }
+      const axis = document.createElementNS(ns, "text");
+      axis.setAttribute("x", String(W / 2)); axis.setAttribute("y", String(H + 30)); axis.setAttribute("font-size", "11");
+      axis.setAttribute("text-anchor", "middle"); axis.textContent = "memory (GiB)";
+      svg.appendChild(axis);
+      out.appendChild(svg);
+      if (parallel && offload.checked) {
+        const cpu = sum(offloadedBytes(c, Object.assign({ gpus: nGpus, sharding: sharding.value }, job)));
+        out.appendChild(el("p", { class: "llmb-offload", "data-offload-bytes": String(cpu),
+          text: "CPU memory for the offloaded shards: " + (cpu / GiB).toFixed(2) + " GiB for each process, " +
+            (nGpus * cpu / GiB).toFixed(1) + " GiB for all " + nGpus + " together" +
+            " (weights, gradients and optimizer states; the weights and gradients pinned)" }));
+      }
+      const t = el("table", { class: "llmb-table" });
+      t.appendChild(el("tr", {}, ["part", "GiB", "bytes"].map((h) => el("th", { scope: "col", text: h }))));
+      for (const [k, v] of Object.entries(live)) {
+        const sw = el("span", { class: "llmb-swatch", "aria-hidden": "true" });
+        sw.style.background = PART_COLORS[k];
+        const th = el("th", { scope: "row" }, [sw]);
+        th.appendChild(document.createTextNode(" " + PART_LABELS[k]));
+        t.appendChild(el("tr", { "data-part": k }, [th, el("td", { text: (v / GiB).toFixed(3) }),
+          el("td", { class: "llmb-bytes", text: v.toLocaleString("en-US") })]));
+      }
+      out.appendChild(t);
+      if (recipe.value !== "inference") { // every moment of the step, the peak marked
+        const m = el("table", { class: "llmb-table llmb-moments" });
+        m.appendChild(el("tr", {}, ["moment of the step", "GiB"].map((h) => el("th", { scope: "col", text: h }))));
+        for (const [name, p] of Object.entries(phases)) {
+          m.appendChild(el("tr", { "data-moment": name, class: name === moment ? "llmb-peak" : "" },
+            [el("th", { scope: "row", text: name + (name === moment ? " (peak)" : "") }),
+              el("td", { text: (sum(p) / GiB).toFixed(3) })]));
+        }
+        out.appendChild(m);
+        out.appendChild(el("p", { class: "llmb-note", text: "The loop assumed: out = model(**batch); " +
+          "out.loss.backward(); optimizer.step(); optimizer.zero_grad(), one batch per step (no gradient " +
+          "accumulation), AdamW in its default foreach form. On a T4, or computing in fp32, a model with " +
+          "grouped KV heads may get SDPA's math kernel, which keeps the scores: choose eager attention then." }));
+      }
+      const fits = fitsOn(total, gpuData);
+      const rule = "usable memory = nvidia-smi's total less " + (gpuData.cuda_reserve_bytes / GiB).toFixed(0) +
+        " GiB for the driver and CUDA context, less " + (gpuData.allocator_slack * 100).toFixed(0) +
+        "% for the allocator";
+      out.appendChild(el("p", { class: "llmb-fits", text: (fits.length ? "Fits on: " + fits.join(", ") :
+        "Fits on none of these " + (parallel ? "GPUs" : "single GPUs")) + (parallel ? ", " + nGpus + " of them" : "") +
+        " (" + rule + ")." }));
+    }
+
+    preset.addEventListener("change", () => { loadPreset(); render(); });
+    controls.addEventListener("input", (e) => {
+      if (e.target.dataset.field && fieldsSpec.some(([k]) => k === e.target.dataset.field) ||
+          e.target === tie) preset.value = "custom";
+      render();
+    });
+    controls.addEventListener("change", render);
+    preset.value = host.dataset.preset && presets[host.dataset.preset] ? host.dataset.preset : Object.keys(presets)[0];
+    loadPreset();
+    render();
+  }
+
+  Object.assign(W, { PART_COLORS, PART_LABELS, memoryCalculator });
+})(typeof module === "object" && module.exports
+  ? require("./namespace.js")
+  : (window.LLMBookWidgets = window.LLMBookWidgets || {}));

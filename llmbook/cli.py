@@ -1,0 +1,313 @@
+"""``python -m llmbook memory CONFIG ...``: the estimator's command line.
+
+Reads a config (a ``config.json`` file, a folder holding one, or a hub id in the local
+cache), then prints the stored bytes (:func:`llmbook.memory.estimate`) or, with
+``--recipe``, the peak of a training step on one or several GPUs and which GPUs it fits.
+Bad input ends in one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .memory.activations import ATTENTIONS
+from .memory.configs import load_config
+from .memory.gpus import GPUS, fits_on, usable_bytes
+from .memory.optimizers import OPTIMIZERS
+from .memory.sharding import SHARDINGS, sharded_phases
+from .memory.steps import largest, peak
+from .memory.training import RECIPES, breakdown
+from .memory.weights import (
+    QUANTIZATIONS,
+    WRAPPER_QUANTIZATIONS,
+    EstimateError,
+    estimate,
+    format_bytes,
+)
+from .units import GIB
+
+#: Spellings of dtypes the CLI accepts, to torch's names.
+DTYPE_ALIASES = {
+    "fp32": "float32",
+    "float32": "float32",
+    "f32": "float32",
+    "fp16": "float16",
+    "float16": "float16",
+    "half": "float16",
+    "f16": "float16",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+}
+
+
+def _dtype_arg(value: str) -> str:
+    import argparse
+
+    try:
+        return DTYPE_ALIASES[value.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(
+            f"unknown dtype {value!r}; use one of {', '.join(DTYPE_ALIASES)}"
+        ) from None
+
+
+def _gpu_arg(value: str) -> str:
+    import argparse
+
+    matches = [g for g in GPUS if g.lower() == value.lower()] or [
+        g for g in GPUS if g.lower().startswith(value.lower())
+    ]
+    if len(matches) != 1:
+        raise argparse.ArgumentTypeError(
+            f"unknown or ambiguous GPU {value!r}; use one of {', '.join(GPUS)}"
+        )
+    return matches[0]
+
+
+def _quiet_libraries() -> None:
+    """Nothing on stderr when the answer is right: transformers imports torchao's
+    quantizer as it builds any model, and torchao logs the CUDA kernels a CPU build
+    cannot load, and torch its deprecation note on the enums torchao registers
+    (the loggers chapters silence too: :data:`llmbook.notebook.QUIET_LOGGERS`)."""
+    import logging
+
+    import torch  # noqa: F401  its logging setup first, then our levels
+
+    from .notebook import QUIET_LOGGERS
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llmbook memory CONFIG``: bytes of a model as stored, by module group; with
+    ``--recipe``, the whole job (inference, full fine-tuning, LoRA, QLoRA) and where it fits."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m llmbook memory", description=main.__doc__
+    )
+    parser.add_argument(
+        "config", help="a config.json, a folder holding one, or a hub id (online)"
+    )
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        type=_dtype_arg,
+        help="dtype of the unquantized tensors: fp32, fp16, bf16 (or float32, ...); default: "
+        "the config's, else float32 (with --recipe: bf16; the full recipes fix their own)",
+    )
+    parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None)
+    parser.add_argument(
+        "--double-quant",
+        action="store_true",
+        help="4-bit double quantization of the constants",
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default=None,
+        help="estimate a whole job, not only the weights",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=1, help="sequences per step (with --recipe)"
+    )
+    parser.add_argument(
+        "--seq", type=int, default=2048, help="tokens per sequence (with --recipe)"
+    )
+    parser.add_argument(
+        "--checkpointing",
+        action="store_true",
+        help="gradient checkpointing (training recipes)",
+    )
+    parser.add_argument(
+        "--lora-rank", type=int, default=16, help="LoRA rank (lora, qlora)"
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default="adamw",
+        help="training recipes: torch AdamW, bitsandbytes AdamW8bit, SGD with momentum",
+    )
+    parser.add_argument(
+        "--attention",
+        choices=ATTENTIONS,
+        default="sdpa",
+        help="training recipes: SDPA/FlashAttention (linear in tokens) or eager (quadratic)",
+    )
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=1,
+        help="training on this many GPUs, data-parallel, each with --batch sequences",
+    )
+    parser.add_argument(
+        "--sharding",
+        choices=SHARDINGS,
+        default=None,
+        help="how --gpus share the job: DDP, ZeRO-1, FSDP2 without/with resharding "
+        "(zero2/zero3); default ddp when --gpus > 1",
+    )
+    parser.add_argument(
+        "--gpu",
+        type=_gpu_arg,
+        default=None,
+        help=f"say whether the job fits on this GPU: {', '.join(GPUS)} (case and the size may be left out)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print a machine-readable breakdown"
+    )
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    if min(args.batch, args.seq, args.lora_rank, args.gpus) < 1:
+        print(
+            "llmbook memory: --batch, --seq, --lora-rank and --gpus must be positive whole numbers"
+        )
+        return 2
+    if (args.gpus > 1 or args.sharding) and args.recipe in (None, "inference"):
+        print("llmbook memory: --gpus and --sharding apply to a training --recipe")
+        return 2
+    try:
+        config = load_config(args.config)
+        if args.recipe:
+            return _print_job(config, args)
+        est = estimate(config, args.dtype, args.quantization, args.double_quant)
+    except EstimateError as exc:
+        print(f"llmbook memory: {exc}")
+        return 2
+    if args.json:
+        print(json.dumps(est.as_dict(), indent=2))
+        return 0
+    q = est.quantization or "none"
+    print(
+        f"{est.model_type}: {est.n_parameters:,} parameters, dtype {est.dtype}, quantization {q}"
+        + (" (double)" if est.double_quant else "")
+    )
+    for group, g in sorted(est.by_group().items(), key=lambda kv: -kv[1]["bytes"]):
+        print(
+            f"  {group:11s} {g['parameters']:>15,} params {g['bytes'] / GIB:10.3f} GiB"
+            + (
+                f"  + {g['constants_bytes'] / GIB:.3f} GiB constants"
+                if g["constants_bytes"]
+                else ""
+            )
+        )
+    wrapper = est.quantization in WRAPPER_QUANTIZATIONS
+    meter = "the unquantized size: this format's weights are wrapper tensors"
+    print(
+        f"  footprint   {format_bytes(est.footprint_bytes)}  (= get_memory_footprint()"
+        + (f", {meter})" if wrapper else ")")
+    )
+    if est.constants_bytes:
+        print(
+            f"  constants   {format_bytes(est.constants_bytes)}  "
+            + (
+                "(scales, zero points)"
+                if wrapper
+                else "(not in get_memory_footprint())"
+            )
+        )
+    print(
+        f"  total       {format_bytes(est.total_bytes)}"
+        + ("  (what the tensors hold)" if wrapper else "")
+    )
+    if args.gpu:
+        print(
+            _fits_line(est.total_bytes, args.gpu)
+            + " (weights alone; add --recipe for a whole job)"
+        )
+    return 0
+
+
+def _fits_line(total: int, gpu: str) -> str:
+    usable = usable_bytes(gpu)
+    verdict = "fits" if total <= usable else "does NOT fit"
+    return (
+        f"  {gpu}: {verdict} ({total / GIB:.2f} GiB needed, {usable / GIB:.2f} GiB usable of "
+        f"{GPUS[gpu][0]:,} MiB)"
+    )
+
+
+def _print_job(config, args) -> int:
+    dtype = args.dtype or "bfloat16"
+    parts = breakdown(
+        config,
+        args.recipe,
+        dtype,
+        args.quantization,
+        args.double_quant,
+        args.batch,
+        args.seq,
+        args.checkpointing,
+        args.lora_rank,
+        args.optimizer,
+        args.attention,
+    )
+    options = dict(
+        dtype=dtype,
+        quantization=args.quantization,
+        double_quant=args.double_quant,
+        batch=args.batch,
+        context=args.seq,
+        checkpointing=args.checkpointing,
+        lora_rank=args.lora_rank,
+        optimizer=args.optimizer,
+        attention=args.attention,
+    )
+    sharding = args.sharding or ("ddp" if args.gpus > 1 else None)
+    if sharding:
+        phases = sharded_phases(config, args.recipe, args.gpus, sharding, **options)
+        moment, live = largest(phases)
+    else:
+        moment, live = peak(config, args.recipe, **options)
+    total = sum(live.values())
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "recipe": args.recipe,
+                    "dtype": dtype,
+                    "batch": args.batch,
+                    "seq": args.seq,
+                    "optimizer": args.optimizer,
+                    "attention": args.attention,
+                    "gpus": args.gpus,
+                    "sharding": sharding,
+                    "parts": parts,
+                    "peak_moment": moment,
+                    "peak_parts": live,
+                    "peak_bytes": total,
+                    "fits_on": fits_on(total),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        f"{args.recipe}, {dtype}, batch {args.batch} x {args.seq} tokens"
+        + (", checkpointing" if args.checkpointing else "")
+        + (f", {args.optimizer}" if args.recipe != "inference" else "")
+        + (f", {sharding} on {args.gpus} GPUs (per GPU below)" if sharding else "")
+    )
+    if args.recipe != "inference":
+        print(
+            "parts (never all alive at once in training"
+            + ("; the whole job, before sharding)" if sharding else ")")
+        )
+    for part, n in parts.items():
+        print(f"  {part:15s} {n / GIB:10.3f} GiB")
+    if args.recipe != "inference":
+        print(
+            f"peak, during the {moment}: the parts alive then"
+            + (" on each GPU" if sharding else "")
+        )
+        for part, n in live.items():
+            print(f"  {part:21s} {n / GIB:10.3f} GiB")
+    print(
+        f"  {'peak' if args.recipe != 'inference' else 'total':15s} {format_bytes(total)}"
+    )
+    if args.gpu:
+        print(_fits_line(total, args.gpu))
+    else:
+        print(f"  fits on: {', '.join(fits_on(total)) or 'none of the GPUs listed'}")
+    return 0

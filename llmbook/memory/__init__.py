@@ -1,0 +1,102 @@
+"""How much memory a model takes to store, run, fine-tune and shard: the book's estimator.
+
+One module per thing counted, each readable alone with its measured constants beside the
+code that uses them (a module imports only those listed before it here):
+
+- :mod:`.weights` - stored bytes: parameters, buffers, quantization constants
+  (:func:`estimate`, :class:`MemoryEstimate`, :class:`EstimateError`)
+- :mod:`.configs` - configs from a file, a folder or the hub cache; :data:`PRESETS`
+- :mod:`.gpus` - GPUs and what a program can use of them (:func:`usable_bytes`,
+  :func:`fits_on`)
+- :mod:`.shapes` - head size, key-value heads, a block's linear layers
+- :mod:`.kv_cache` - the KV cache (:func:`kv_cache_bytes`)
+- :mod:`.activations` - inference and training activations per block family
+- :mod:`.optimizers` - optimizer states (:func:`optimizer_state_bytes`)
+- :mod:`.training` - a recipe's parts (:func:`breakdown`, :data:`RECIPES`)
+- :mod:`.steps` - a step's moments and its peak (:func:`step_phases`, :func:`peak`,
+  :func:`longest_context`)
+- :mod:`.sharding` - DDP, ZeRO and FSDP2 over several GPUs, offload, collectives
+
+Everything public is re-exported here: ``from llmbook import memory;
+memory.estimate(...)``. The command line is :mod:`llmbook.cli`
+(``python -m llmbook memory ...``).
+"""
+
+from .activations import (  # noqa: F401
+    ACTIVATION_FAMILIES,
+    ATTENTIONS,
+    COMPUTE_MODES,
+    autocast_cache_bytes,
+    prefill_activation_bytes,
+    training_activation_bytes,
+)
+from .configs import (  # noqa: F401
+    PRESETS,
+    load_config,
+)
+from .gpus import (  # noqa: F401
+    ALLOCATOR_SLACK,
+    CUDA_RESERVE_BYTES,
+    GPUS,
+    fits_on,
+    usable_bytes,
+)
+from .kv_cache import (  # noqa: F401
+    kv_cache_bytes,
+)
+from .optimizers import (  # noqa: F401
+    BNB_MIN_8BIT_SIZE,
+    BNB_OPTIMIZER_BLOCK,
+    OPTIMIZERS,
+    optimizer_state_bytes,
+)
+from .sharding import (  # noqa: F401
+    GATHERED_LAYERS,
+    OFFLOADED_PARTS,
+    SHARDINGS,
+    collective_bytes,
+    offloaded_bytes,
+    sharded_phases,
+)
+from .steps import (  # noqa: F401
+    LAYER_WORKSPACE,
+    LOSS_BACKWARD_BYTES,
+    PHASES,
+    largest,
+    longest_context,
+    longest_contexts,
+    peak,
+    peak_bytes,
+    step_phases,
+)
+from .training import (  # noqa: F401
+    LORA_TARGETS,
+    RECIPES,
+    breakdown,
+    lora_parameters,
+    trainable_numels,
+)
+from .weights import (  # noqa: F401
+    BLOCKSIZE_4BIT,
+    CODE_4BIT_ENTRIES,
+    CODE_8BIT_ENTRIES,
+    MX_BLOCK,
+    MXFP4_WEIGHTS,
+    NESTED_BLOCKSIZE,
+    QUANTIZATIONS,
+    QUANTO_INT4_GROUP,
+    QUANTO_LAYER_BUFFERS,
+    WRAPPER_QUANTIZATIONS,
+    EstimateError,
+    MemoryEstimate,
+    TensorBytes,
+    constants_bytes,
+    empty_model,
+    estimate,
+    format_bytes,
+    is_skipped,
+    module_group,
+    quanto_int4_group,
+    skipped_by_default,
+    weight_bytes,
+)

@@ -1,0 +1,200 @@
+"""Activations: what the prompt pass of inference holds at once, and what a training
+step saves for its backward pass, per block family (Llama, GPT-NeoX, GPT-2), measured on
+CPU with ``saved_tensors_hooks``; and autocast's cached 16-bit weight copies. Not counted
+here: the transients of the layer being computed (:mod:`.steps`), the logits and the
+loss's buffers (:mod:`.steps`)."""
+
+from __future__ import annotations
+
+from .shapes import _block_linears, _get, _head_dim, _kv_heads
+from .weights import EstimateError, empty_model
+
+
+def prefill_activation_bytes(
+    config, batch: int, seq: int, bytes_per_value: int = 2
+) -> int:
+    """One layer's working set in the prompt pass (layers run one at a time; SDPA keeps no
+    seq x seq matrix): residual in and out, queries, keys and values, the MLP's gate, up and
+    activated tensors."""
+    h, inter = config.hidden_size, config.intermediate_size
+    return batch * seq * (5 * h + 3 * inter) * bytes_per_value
+
+
+#: How a training step computes, for the activations it keeps: plain fp32, a model held
+#: in 16 bits ("bf16", fp16 alike), or ``torch.autocast`` to bf16 over fp32 weights.
+COMPUTE_MODES = ("fp32", "bf16", "autocast")
+
+
+#: Attention implementations the activation count knows: PyTorch's SDPA (measured with
+#: its CPU flash-attention kernel, which keeps no score matrix) and the eager code that
+#: forms the scores.
+ATTENTIONS = ("sdpa", "eager")
+
+
+def training_activation_bytes(
+    config,
+    batch: int,
+    seq: int,
+    checkpointing: bool = False,
+    compute: str = "autocast",
+    lora_rank: int | None = None,
+    attention: str = "sdpa",
+    _per_layer_only: bool = False,
+) -> int:
+    """Bytes autograd keeps for the backward pass of a Llama-style model (RMSNorm, SwiGLU
+    MLP, rotary attention through PyTorch's SDPA, which keeps no seq x seq matrix), all
+    layers, plus the final norm and the loss. GPT-NeoX and GPT-2 blocks (LayerNorm, GELU)
+    are counted too, measured the same way: per layer and token ``8h + 2I`` (NeoX) or
+    ``10h + 5I`` (GPT-2, whose tanh GELU keeps its intermediates) values and ``4 + a``
+    fp32 statistics; under autocast ``2h`` or ``4h`` bytes more; outside the layers
+    ``8h``, ``4h`` or ``6h`` bytes (fp32, bf16, autocast) plus the loss's ``4V``; with
+    dropout set to 0 (its masks are not modelled: the function says so). Measured on CPU (torch's CPU kernels, including its
+    flash-attention path for SDPA; which SDPA kernel a GPU picks was not measured) with
+    ``saved_tensors_hooks`` (the tests check it within 5% at several shapes); per token:
+
+    - each layer keeps ``8h + 4I + 2 kv hd`` wide values (each of its two RMSNorms keeps
+      its input, its normalised value and its output; attention keeps the query and its
+      output, which is also the output projection's input; the keys and values at their
+      own size, since SDPA takes them unexpanded when there is no padding mask; the MLP's
+      gate, up, SiLU and product) and ``2 + a`` floats (each norm's statistic, the
+      attention's log-sum-exp per head). In fp32 all are 4 bytes; a 16-bit model keeps the
+      wide values in 2 bytes plus ``4h`` bytes of fp32 copies (its norms compute in fp32);
+      autocast keeps ``10h`` bytes more (its fp32 residual stream and norms);
+    - outside the layers: the final norm (``12h``, ``8h`` or ``10h`` bytes) and the loss's
+      fp32 log-softmax of the logits, ``4 V`` bytes, which dominates with a large vocabulary.
+
+    This is what the backward pass needs, not the step's peak: a training loop that holds
+    the model's output keeps the logits too (``V`` values per token in the compute dtype),
+    the loss makes a transient fp32 copy of them, and the optimizer step allocates
+    temporaries of its own. With a padded batch (an attention mask), SDPA gets keys and
+    values repeated to all heads (``2 a hd`` instead of ``2 kv hd``).
+
+    With ``attention="eager"`` (transformers' own attention code, or any that forms the
+    scores), each layer also keeps the softmax of the ``s x s`` scores per head: in fp32
+    (4 bytes), plus its cast to the compute dtype in a 16-bit model or under autocast (6
+    bytes in all), so ``a s`` values per token, growing with the sequence; it keeps keys
+    and values repeated to all ``a`` heads and no log-sum-exp. Measured the same way.
+
+    With gradient checkpointing each layer keeps only its input (fp32 under autocast) and
+    one layer at a time is recomputed in full. Autocast's cached 16-bit weight copies are
+    not activations: see :func:`autocast_cache_bytes`.
+
+    With ``lora_rank`` (PEFT adapters of that rank on all seven projections, over a frozen
+    16-bit or 4-bit base), each layer keeps ``16h + 2I + 28r`` bytes per token more,
+    measured: PEFT runs the adapters in fp32, keeping fp32 copies of their inputs and each
+    adapter's rank-``r`` intermediate (7 x 4 bytes per rank). A frozen nf4 base keeps the
+    same bytes as a frozen 16-bit one. Over an fp32 base (``compute="fp32"``, nf4 with fp32
+    compute alike) no copies are made and the frozen norms keep less: ``28r - 8h`` bytes per
+    layer and token, and ``12h`` bytes less outside the layers.
+    """
+    if compute not in COMPUTE_MODES:
+        raise EstimateError(
+            f"unknown compute mode {compute!r}; choose one of {', '.join(COMPUTE_MODES)}"
+        )
+    if attention not in ATTENTIONS:
+        raise EstimateError(
+            f"unknown attention {attention!r}; choose one of {', '.join(ATTENTIONS)}"
+        )
+    family = _block_family(config, attention, lora_rank)
+    h, layers, heads = (
+        _get(config, "hidden_size", "n_embd"),
+        _get(config, "num_hidden_layers", "n_layer"),
+        _get(config, "num_attention_heads", "n_head"),
+    )
+    inter = _get(config, "intermediate_size", "n_inner") or 4 * h
+    eager = attention == "eager"
+    if family == "llama":
+        kv_saved = (
+            heads if eager else _kv_heads(config)
+        )  # eager repeats K and V per head
+        wide = 8 * h + 4 * inter + 2 * kv_saved * _head_dim(config)
+        stats = 2 + (0 if eager else heads)  # SDPA keeps a log-sum-exp per head
+        upcast, autocast_extra = (
+            4 * h,
+            10 * h,
+        )  # RMSNorm's fp32 copies; autocast's fp32 stream
+        outside = {"fp32": 12 * h, "bf16": 8 * h, "autocast": 10 * h}[compute]
+    else:  # LayerNorm blocks: two statistics per norm, a log-sum-exp per head
+        wide = 8 * h + 2 * inter if family == "gpt_neox" else 10 * h + 5 * inter
+        stats = 4 + heads
+        upcast, autocast_extra = 0, 2 * h if family == "gpt_neox" else 4 * h
+        outside = {"fp32": 8 * h, "bf16": 4 * h, "autocast": 6 * h}[compute]
+    scores = heads * seq * (4 if compute == "fp32" else 6) if eager else 0
+    if compute == "fp32":
+        per_layer, layer_input = 4 * (wide + stats) + scores, 4 * h
+    else:
+        per_layer = 2 * wide + upcast + 4 * stats + scores
+        per_layer += autocast_extra if compute == "autocast" else 0
+        layer_input = 4 * h if compute == "autocast" else 2 * h
+    outside += 4 * config.vocab_size
+    if lora_rank and compute == "fp32":
+        per_layer += 28 * lora_rank - 8 * h
+        outside -= 12 * h
+    elif lora_rank:
+        per_layer += 16 * h + 2 * inter + 28 * lora_rank
+    per_token = (
+        layers * layer_input + per_layer if checkpointing else layers * per_layer
+    )
+    if _per_layer_only:
+        return batch * seq * per_layer
+    return batch * seq * (per_token + outside)
+
+
+#: Block families whose activations were measured: Llama (RMSNorm, SwiGLU, rotary,
+#: grouped-query attention), GPT-NeoX (LayerNorm, GELU, parallel residual) and GPT-2
+#: (LayerNorm, the tanh-approximated GELU, which keeps five values per MLP unit).
+ACTIVATION_FAMILIES = ("llama", "gpt_neox", "gpt2")
+
+
+_DROPOUTS = (
+    "attention_dropout",
+    "hidden_dropout",
+    "attn_pdrop",
+    "resid_pdrop",
+    "embd_pdrop",
+)
+
+
+def _block_family(config, attention: str, lora_rank) -> str:
+    """The measured family of ``config``'s blocks, or one sentence saying what is not."""
+    family = getattr(config, "model_type", "llama")
+    if family not in ACTIVATION_FAMILIES:
+        raise EstimateError(
+            f"training activations are measured for {', '.join(ACTIVATION_FAMILIES)} "
+            f"blocks, not {family!r}"
+        )
+    dropout = [n for n in _DROPOUTS if (getattr(config, n, 0) or 0) > 0]
+    if dropout:
+        raise EstimateError(
+            f"dropout ({', '.join(dropout)}) keeps masks that are not modelled: "
+            "set them to 0, as fine-tuning recipes usually do"
+        )
+    if family == "gpt_neox" and not getattr(config, "use_parallel_residual", True):
+        raise EstimateError(
+            "GPT-NeoX blocks are measured with use_parallel_residual=True"
+        )
+    if family != "llama" and (attention == "eager" or lora_rank):
+        raise EstimateError(
+            f"eager attention and LoRA adapters are measured on Llama blocks, not {family!r}"
+        )
+    return family
+
+
+def autocast_cache_bytes(config) -> int:
+    """Bytes of the bf16 copies ``torch.autocast`` makes of every matmul weight (the
+    blocks' projections and the output head) and keeps for the backward pass."""
+    if (
+        getattr(config, "model_type", "llama") != "llama"
+    ):  # any architecture: from its modules
+        import torch
+
+        model = empty_model(config, torch.float32)
+        return 2 * sum(
+            m.weight.numel()
+            for m in model.modules()
+            if type(m).__name__ in ("Linear", "Conv1D")
+        )
+    block = sum(d_in * d_out for d_in, d_out in _block_linears(config))
+    return 2 * (
+        config.num_hidden_layers * block + config.vocab_size * config.hidden_size
+    )
