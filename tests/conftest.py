@@ -142,9 +142,7 @@ def cold_env(home: Path) -> dict[str, str]:
         if k in KEPT_VARIABLES or k.startswith(KEPT_PREFIXES)
     }
     env.update(HOME=str(home), HF_HUB_OFFLINE="1", PIP_CACHE_DIR=pip_cache_dir())
-    user_pip = Path.home() / ".config" / "pip" / "pip.conf"  # this machine's index
-    if user_pip.is_file() and "PIP_CONFIG_FILE" not in env:
-        env["PIP_CONFIG_FILE"] = str(user_pip)
+    env.pop("PIP_CONFIG_FILE", None)  # a user's pip.conf is not a new user's
     env["PATH"] = os.pathsep.join(
         p
         for p in env.get("PATH", "").split(os.pathsep)
