@@ -1,8 +1,9 @@
 """``python -m llmbook memory CONFIG ...``: the estimator's command line.
 
-Reads a config (a ``config.json`` file, a folder holding one, or a hub id in the local
-cache), then prints the stored bytes (:func:`llmbook.memory.estimate`) or, with
-``--recipe``, the peak of a training step on one or several GPUs and which GPUs it fits.
+Reads a config (a ``config.json`` file, a folder holding one, or a hub id: downloaded
+when online, else from the local cache), then prints the stored bytes
+(:func:`llmbook.memory.estimate`) or, with ``--recipe``, the peak of a training step on
+one or several GPUs and which GPUs it fits.
 Bad input ends in one line and exit status 2.
 """
 
@@ -62,6 +63,17 @@ def _gpu_arg(value: str) -> str:
             f"unknown or ambiguous GPU {value!r}; use one of {', '.join(GPUS)}"
         )
     return matches[0]
+
+
+def _one_line_error(message: str) -> None:
+    """argparse's error (on stderr, where argparse writes it) as one line, exit status 2."""
+    import sys
+
+    print(
+        f"llmbook memory: {message} (see python -m llmbook memory --help)",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
 
 
 def _quiet_libraries() -> None:
@@ -157,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--json", action="store_true", help="print a machine-readable breakdown"
     )
+    parser.error = _one_line_error  # argparse would print its whole usage first
     args = parser.parse_args(argv)
     _quiet_libraries()
     if min(args.batch, args.seq, args.lora_rank, args.gpus) < 1:

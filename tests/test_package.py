@@ -346,22 +346,40 @@ def import_graph(root: Path) -> dict[str, set[str]]:
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text())):
-            targets = []
             if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
+                paths = [(a.name, None) for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
                     up = package.split(".")
                     up = up[: len(up) - (node.level - 1)]
                     base = ".".join([*up, base] if base else up)
-                targets = [base] + [f"{base}.{a.name}" for a in node.names]
-            for target in targets:
-                while target and target not in modules:
-                    target = target.rpartition(".")[0]
-                if target and target != name and not name.startswith(target + "."):
-                    graph[name].add(target)
+                paths = [(base, a.name) for a in node.names]
+            else:
+                continue
+            for base, imported in paths:
+                graph[name] |= import_edges(name, base, imported, modules)
     return graph
+
+
+def import_edges(name: str, base: str, imported, modules) -> set[str]:
+    """The package's modules that ``from base import imported`` (or ``import base``)
+    runs in module ``name``: every package on the way (Python runs each ``__init__``),
+    except those ``name`` sits in (they are already running); and the imported module,
+    or, for a name that is no module, the package that defines it, even a parent."""
+    edges = set()
+    parts = base.split(".")
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        if prefix in modules and not name.startswith(prefix + "."):
+            edges.add(prefix)
+    if imported is not None:
+        if f"{base}.{imported}" in modules:
+            edges.add(f"{base}.{imported}")
+        elif base in modules:
+            edges.add(base)  # a name defined in base's __init__, parent or not
+    edges.discard(name)
+    return edges
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str]:
@@ -400,6 +418,25 @@ def test_the_circle_check_finds_a_lazy_circle(tmp_path):
     (pkg / "b.py").write_text("def f():\n    from . import c\n")
     (pkg / "c.py").write_text("def g():\n    from .a import f\n")
     assert find_cycle(import_graph(pkg)) == ["pkg.a", "pkg.b", "pkg.c", "pkg.a"]
+
+
+def test_the_circle_check_sees_packages_on_the_way_and_parents(tmp_path):
+    """Importing pkg.sub.x runs pkg/sub/__init__.py first; a module that takes a name
+    from its own parent package runs that __init__ too."""
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "m.py").write_text("from .sub.x import X\n")
+    (pkg / "sub" / "__init__.py").write_text("from .y import Y\n")
+    (pkg / "sub" / "x.py").write_text("X = 1\n")
+    (pkg / "sub" / "y.py").write_text("from ..m import X\nY = 2\n")
+    assert find_cycle(import_graph(pkg)) == ["pkg.m", "pkg.sub", "pkg.sub.y", "pkg.m"]
+    (pkg / "sub" / "y.py").write_text("Y = 2\n")
+    (pkg / "sub" / "z.py").write_text("from . import Y\n")  # the parent's __init__
+    (pkg / "sub" / "__init__.py").write_text("from .y import Y\nfrom .z import *\n")
+    assert find_cycle(import_graph(pkg)) == ["pkg.sub", "pkg.sub.z", "pkg.sub"]
+    (pkg / "sub" / "__init__.py").write_text("from .y import Y\n")
+    assert find_cycle(import_graph(pkg)) == []
 
 
 def test_no_module_of_the_package_is_over_600_lines():

@@ -5,7 +5,7 @@ code that uses them (a module imports only those listed before it here):
 
 - :mod:`.weights` - stored bytes: parameters, buffers, quantization constants
   (:func:`estimate`, :class:`MemoryEstimate`, :class:`EstimateError`)
-- :mod:`.configs` - configs from a file, a folder or the hub cache; :data:`PRESETS`
+- :mod:`.configs` - configs from a file, a folder or the hub (online, else its cache); :data:`PRESETS`
 - :mod:`.gpus` - GPUs and what a program can use of them (:func:`usable_bytes`,
   :func:`fits_on`)
 - :mod:`.shapes` - head size, key-value heads, a block's linear layers

@@ -198,3 +198,20 @@ def autocast_cache_bytes(config) -> int:
     return 2 * (
         config.num_hidden_layers * block + config.vocab_size * config.hidden_size
     )
+
+
+def _width(dtype) -> int:
+    """Bytes per value of ``dtype`` (a torch dtype or its name)."""
+    import torch
+
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    return torch.tensor([], dtype=dtype).element_size()
+
+
+def _compute_mode(recipe: str, width: int) -> str:
+    """How a training recipe computes (:data:`COMPUTE_MODES`); ``width``: its dtype's bytes."""
+    if recipe == "full":
+        return "autocast"
+    if recipe == "full-fp32" or (recipe in ("lora", "qlora") and width == 4):
+        return "fp32"
+    return "bf16"

@@ -1,5 +1,5 @@
-"""Where a model's shapes come from: a ``config.json`` (a file, a folder, or a hub id
-read from the local cache only) and the book's presets of public Llama-architecture
+"""Where a model's shapes come from: a ``config.json`` (a file, a folder, or a hub id,
+downloaded when online, else read from the local cache) and the book's presets of public Llama-architecture
 configs. Counts nothing itself."""
 
 from __future__ import annotations

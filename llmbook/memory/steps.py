@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .activations import training_activation_bytes
+from .activations import _compute_mode, _width, training_activation_bytes
 from .gpus import usable_bytes
 from .shapes import _block_linears
-from .training import _compute_mode, _width, breakdown, trainable_numels
+from .training import breakdown, trainable_numels
 from .weights import empty_model
 
 

@@ -6,6 +6,8 @@ tensors each one has. The moment-by-moment peak of a step is :mod:`.steps`'s."""
 from __future__ import annotations
 
 from .activations import (
+    _compute_mode,
+    _width,
     autocast_cache_bytes,
     prefill_activation_bytes,
     training_activation_bytes,
@@ -163,20 +165,3 @@ def breakdown(
         ),
         "activations": activations,
     }
-
-
-def _width(dtype) -> int:
-    """Bytes per value of ``dtype`` (a torch dtype or its name)."""
-    import torch
-
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    return torch.tensor([], dtype=dtype).element_size()
-
-
-def _compute_mode(recipe: str, width: int) -> str:
-    """How a training recipe computes (:data:`COMPUTE_MODES`); ``width``: its dtype's bytes."""
-    if recipe == "full":
-        return "autocast"
-    if recipe == "full-fp32" or (recipe in ("lora", "qlora") and width == 4):
-        return "fp32"
-    return "bf16"

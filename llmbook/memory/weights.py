@@ -45,8 +45,9 @@ from ..units import GB, GIB
 #:   group (:func:`quanto_int4_group`) in the model's dtype; each layer also gets two
 #:   fp32 scalar buffers.
 WRAPPER_QUANTIZATIONS = ("torchao-int8", "torchao-fp8", "quanto-int8", "quanto-int4")
-
-
+#: Every quantization :func:`estimate` counts: bitsandbytes' int8, nf4 and fp4, the
+#: wrapper formats above, and
+#:
 #: - mxfp4 (a pre-quantized checkpoint with ``quantization_config: mxfp4``, as gpt-oss
 #:   ships): the experts' weights of a mixture-of-experts block (``GptOssExperts``:
 #:   ``gate_up_proj`` and ``down_proj``) as FP4 E2M1 codes two per byte, with one E8M0
@@ -54,8 +55,6 @@ WRAPPER_QUANTIZATIONS = ("torchao-int8", "torchao-fp8", "quanto-int8", "quanto-i
 #:   in the model's dtype. Without MXFP4 kernels transformers dequantizes them to bf16 on
 #:   load: estimate that with ``quantization=None`` and bf16.
 QUANTIZATIONS = ("int8", "nf4", "fp4", *WRAPPER_QUANTIZATIONS, "mxfp4")
-
-
 MX_BLOCK = 32  # elements sharing one E8M0 scale in the OCP MX formats
 
 

@@ -27,8 +27,15 @@
     module.exports = require("./namespace.js");
     return;
   }
-  const W = root.LLMBookWidgets;
+  const W = root.LLMBookWidgets || {};
   const { floatExplorer, memoryCalculator } = W;
+  if (!floatExplorer || !memoryCalculator) { // a part did not load: say so where a widget stands
+    const say = () => document.querySelectorAll("[data-llmb-widget]").forEach((h) => {
+      h.textContent = "The widgets' scripts did not all load; rebuild the site.";
+    });
+    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", say); else say();
+    return;
+  }
 
   function mountAll(doc) {
     doc.querySelectorAll("[data-llmb-widget]").forEach((h) => {

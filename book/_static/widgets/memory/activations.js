@@ -48,7 +48,14 @@
     return 2 * (c.num_hidden_layers * block + c.vocab_size * c.hidden_size);
   }
 
-  Object.assign(W, { ATTENTIONS, COMPUTE_MODES, autocastCacheBytes, prefillActivationBytes, trainingActivationBytes });
+  /** llmbook.memory.activations._compute_mode: how a training recipe computes. */
+  function computeMode(recipe, width) {
+    if (recipe === "full") return "autocast";
+    if (recipe === "full-fp32" || ((recipe === "lora" || recipe === "qlora") && width === 4)) return "fp32";
+    return "bf16";
+  }
+
+  Object.assign(W, { ATTENTIONS, COMPUTE_MODES, autocastCacheBytes, computeMode, prefillActivationBytes, trainingActivationBytes });
 })(typeof module === "object" && module.exports
   ? require("../namespace.js")
   : (window.LLMBookWidgets = window.LLMBookWidgets || {}));

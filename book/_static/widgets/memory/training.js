@@ -5,7 +5,7 @@
  */
 (function (W) {
   "use strict";
-  const { autocastCacheBytes, blockLinears, kvCacheBytes, optimizerStateBytes, parameters, prefillActivationBytes, trainingActivationBytes, weightBytes } = W;
+  const { autocastCacheBytes, blockLinears, computeMode, kvCacheBytes, optimizerStateBytes, parameters, prefillActivationBytes, trainingActivationBytes, weightBytes } = W;
 
   const RECIPES = ["inference", "full", "full-fp32", "full-bf16", "full-master", "lora", "qlora"];
   function loraParameters(c, rank) {
@@ -69,14 +69,8 @@
     return { weights: base, adapter: 4 * p, gradients: 4 * p, optimizer: states, activations: act };
   }
 
-  /** llmbook.memory._compute_mode: how a training recipe computes. */
-  function computeMode(recipe, width) {
-    if (recipe === "full") return "autocast";
-    if (recipe === "full-fp32" || ((recipe === "lora" || recipe === "qlora") && width === 4)) return "fp32";
-    return "bf16";
-  }
 
-  Object.assign(W, { RECIPES, WIDTH, breakdown, computeMode, loraParameters, trainableNumels });
+  Object.assign(W, { RECIPES, WIDTH, breakdown, loraParameters, trainableNumels });
 })(typeof module === "object" && module.exports
   ? require("../namespace.js")
   : (window.LLMBookWidgets = window.LLMBookWidgets || {}));
