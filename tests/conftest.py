@@ -242,8 +242,9 @@ def built_book(tmp_path_factory) -> Build:
     log = first.stdout + first.stderr
     (output / "build.log").write_text(log)
     (output / "build.stderr").write_text(first.stderr)
-    build = Build(first.returncode, log, html, output, source, home)
-    build.stderr = first.stderr
+    build = Build(
+        first.returncode, log, html, output, source, home, stderr=first.stderr
+    )
     if first.returncode == 0:
         again = subprocess.run(
             ["bash", "-c", README_REBUILD],
