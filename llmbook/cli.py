@@ -14,7 +14,8 @@ import json
 from .memory.activations import ATTENTIONS
 from .memory.configs import load_config
 from .memory.gpus import GPUS, fits_on, usable_bytes
-from .memory.optimizers import OPTIMIZERS
+from .memory.kv_cache import KEEPS, KV_QUANTS, kv_cache_layers
+from .memory.optimizers import OPTIMIZER_IMPLS, OPTIMIZERS
 from .memory.sharding import SHARDINGS, sharded_phases
 from .memory.steps import largest, peak
 from .memory.training import RECIPES, breakdown
@@ -128,6 +129,26 @@ def main(argv: list[str] | None = None) -> int:
         "--seq", type=int, default=2048, help="tokens per sequence (with --recipe)"
     )
     parser.add_argument(
+        "--kv-dtype",
+        type=_dtype_arg,
+        default=None,
+        help="inference: the KV cache's dtype (default: the compute dtype)",
+    )
+    parser.add_argument(
+        "--kv-quant",
+        choices=[q for q in KV_QUANTS if q],
+        default=None,
+        help="inference: the KV cache in fp8, or int4/int2 (groups of 64, the last "
+        "128 tokens kept as they are)",
+    )
+    parser.add_argument(
+        "--kv-keep",
+        choices=KEEPS,
+        default="all",
+        help="inference: what sliding-window layers keep: all (transformers through the "
+        "prompt pass) or window (from the first new token on; vLLM, llama.cpp)",
+    )
+    parser.add_argument(
         "--checkpointing",
         action="store_true",
         help="gradient checkpointing (training recipes)",
@@ -140,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=OPTIMIZERS,
         default="adamw",
         help="training recipes: torch AdamW, bitsandbytes AdamW8bit, SGD with momentum",
+    )
+    parser.add_argument(
+        "--optimizer-impl",
+        choices=OPTIMIZER_IMPLS,
+        default="foreach",
+        help="how torch's AdamW steps: foreach (its default on a GPU: a copy of every "
+        "trained tensor for a moment), for-loop (its default on a CPU), fused (none)",
     )
     parser.add_argument(
         "--attention",
@@ -232,6 +260,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _kv_layout(config, args) -> str:
+    """One line: which layers keep how many tokens in the KV cache."""
+    layers = kv_cache_layers(config, args.batch, args.seq, 1, args.kv_keep)
+    counts: dict[tuple[str, int], int] = {}
+    for layer in layers:
+        key = (layer["type"].replace("_attention", ""), layer["tokens"])
+        counts[key] = counts.get(key, 0) + 1
+    kinds = ", ".join(
+        f"{n} {kind} ({kept:,} tokens)" for (kind, kept), n in counts.items()
+    )
+    store = args.kv_quant or (args.kv_dtype or args.dtype or "bfloat16")
+    return f"(KV cache: {kinds}; stored as {store})"
+
+
+def _optimizer_name(args) -> str:
+    """The optimizer as the job line names it: AdamW with how it steps."""
+    if args.optimizer != "adamw" or args.recipe == "full-master":
+        return args.optimizer
+    return f"adamw ({args.optimizer_impl})"
+
+
 def _fits_line(total: int, gpu: str) -> str:
     usable = usable_bytes(gpu)
     verdict = "fits" if total <= usable else "does NOT fit"
@@ -255,6 +304,10 @@ def _print_job(config, args) -> int:
         args.lora_rank,
         args.optimizer,
         args.attention,
+        args.optimizer_impl,
+        args.kv_dtype,
+        args.kv_quant,
+        args.kv_keep,
     )
     options = dict(
         dtype=dtype,
@@ -266,6 +319,10 @@ def _print_job(config, args) -> int:
         lora_rank=args.lora_rank,
         optimizer=args.optimizer,
         attention=args.attention,
+        optimizer_impl=args.optimizer_impl,
+        kv_dtype=args.kv_dtype,
+        kv_quant=args.kv_quant,
+        kv_keep=args.kv_keep,
     )
     sharding = args.sharding or ("ddp" if args.gpus > 1 else None)
     if sharding:
@@ -283,6 +340,10 @@ def _print_job(config, args) -> int:
                     "batch": args.batch,
                     "seq": args.seq,
                     "optimizer": args.optimizer,
+                    "optimizer_impl": args.optimizer_impl,
+                    "kv_dtype": args.kv_dtype,
+                    "kv_quant": args.kv_quant,
+                    "kv_keep": args.kv_keep,
                     "attention": args.attention,
                     "gpus": args.gpus,
                     "sharding": sharding,
@@ -299,7 +360,7 @@ def _print_job(config, args) -> int:
     print(
         f"{args.recipe}, {dtype}, batch {args.batch} x {args.seq} tokens"
         + (", checkpointing" if args.checkpointing else "")
-        + (f", {args.optimizer}" if args.recipe != "inference" else "")
+        + (f", {_optimizer_name(args)}" if args.recipe != "inference" else "")
         + (f", {sharding} on {args.gpus} GPUs (per GPU below)" if sharding else "")
     )
     if args.recipe != "inference":
@@ -307,8 +368,15 @@ def _print_job(config, args) -> int:
             "parts (never all alive at once in training"
             + ("; the whole job, before sharding)" if sharding else ")")
         )
+    if args.recipe == "full" and sharding in ("zero2", "zero3"):
+        print(
+            "  (under FSDP2 the autocast recipe means MixedPrecisionPolicy(param_dtype="
+            "bf16, reduce_dtype=fp32): no autocast copies, bf16 activations at the peak)"
+        )
     for part, n in parts.items():
         print(f"  {part:15s} {n / GIB:10.3f} GiB")
+    if args.recipe == "inference":
+        print("  " + _kv_layout(config, args))
     if args.recipe != "inference":
         print(
             f"peak, during the {moment}: the parts alive then"

@@ -24,6 +24,11 @@ class WorkersFailed(RuntimeError):
 
 def _environment(threads: int) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
+    # glibc maps every block over 64 KiB on its own (a fixed threshold, not one that
+    # grows as blocks are freed), so a block gloo frees on its own thread, a release
+    # torch's profiler does not see, has its address handed out again and
+    # llmbook.measure.allocation_levels infers the release
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
     if Path("/sys/class/net/lo").exists():  # Linux: keep gloo on the loopback device
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     return env

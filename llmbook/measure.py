@@ -281,6 +281,118 @@ def allocation_peak(prof) -> int:
     return top
 
 
+#: Operators whose own allocations :func:`allocation_levels` can leave out: the
+#: collectives' backends. gloo copies the whole message of every all-gather and
+#: reduce-scatter on CPU; NCCL works in the tensors it is given.
+BACKEND_OPERATORS = ("c10d::", "gloo:")
+
+
+def allocation_levels(
+    prof, exclude: tuple[str, ...] = (), resets: tuple[int, ...] = ()
+) -> tuple[list[int], list[int]]:
+    """``(times_ns, bytes)``: the running sum of the CPU allocator's records in a profile
+    (:func:`profile_memory`), from 0 at its start, after each allocation or release.
+    Add the bytes alive at the start for the level.
+
+    - ``exclude``: leave out the allocations made inside an operator whose name starts
+      with one of these (and their releases).
+    - A release the records miss (one made on a thread the profiler does not follow,
+      such as a collective backend's) is inferred when the allocator hands out the same
+      address again: the earlier block was released by then.
+    - ``resets``: times (ns) at which the sum restarts from 0, when the caller knows
+      what is alive (the start of each training step). What the records held then is
+      taken as part of what is alive: its recorded release still lowers the sum, the
+      reuse of its address does not (a release missed before the reset)."""
+    from torch._C._profiler import _EventType
+    from torch.profiler._memory_profiler import OpTree
+
+    def inside(event) -> bool:
+        parent = event.parent
+        while parent is not None:
+            if parent.name.startswith(exclude):
+                return True
+            parent = parent.parent
+        return False
+
+    records = sorted(
+        (e.start_time_ns, e.typed[1].alloc_size, e.typed[1].ptr, e)
+        for e in OpTree(prof.profiler.kineto_results).dfs()
+        if e.typed[0] == _EventType.Allocation and e.typed[1].device.type == "cpu"
+    )
+    records += [(t, None, None, None) for t in resets]
+    records.sort(key=lambda r: (r[0], r[1] is not None))
+    left_out: set[int] = set()
+    live: dict[int, int] = {}
+    before: dict[int, int] = {}  # what the records held at the last reset
+    level, times, levels = 0, [], []
+    for t, change, ptr, event in records:
+        if change is None:  # a reset
+            before.update(live)
+            live.clear()
+            level = 0
+        elif change > 0 and exclude and inside(event):
+            left_out.add(ptr)
+            continue
+        elif change < 0 and ptr in left_out:
+            left_out.discard(ptr)
+            continue
+        elif change > 0:
+            if ptr in live:  # its release went unrecorded: it came before
+                level -= live.pop(ptr)
+            before.pop(ptr, None)
+            live[ptr] = change
+            level += change
+        elif ptr in live:
+            level -= live.pop(ptr)
+        elif ptr in before:
+            level -= before.pop(ptr)
+        else:  # made before the profile: part of what was alive at its start
+            level += change
+        times.append(t)
+        levels.append(level)
+    return times, levels
+
+
+#: What :func:`mark` names its profiler events with.
+MARK = "llmbook.mark "
+
+
+def mark(name: str) -> None:
+    """Record an instant named ``name`` in the running profile (:func:`marks_of`)."""
+    from torch.profiler import record_function
+
+    with record_function(MARK + name):
+        pass
+
+
+def marks_of(prof) -> list[tuple[int, str]]:
+    """``(time_ns, name)`` of each :func:`mark` in a profile, in time order."""
+    from torch.profiler._memory_profiler import OpTree
+
+    return sorted(
+        (e.start_time_ns, e.name[len(MARK) :])
+        for e in OpTree(prof.profiler.kineto_results).dfs()
+        if e.name.startswith(MARK)
+    )
+
+
+def window_peaks(
+    times: list[int], levels: list[int], windows: dict[str, tuple[int, int]]
+) -> dict[str, int]:
+    """The highest level (:func:`allocation_levels`) within each ``(start, end)`` window
+    of times, counting the level the window opens at."""
+    import bisect
+
+    out = {}
+    for name, (start, end) in windows.items():
+        i = bisect.bisect_right(times, start)
+        top = levels[i - 1] if i else 0
+        for level in levels[i : bisect.bisect_left(times, end)]:
+            top = max(top, level)
+        out[name] = top
+    return out
+
+
 def peak_tensor_bytes(fn: Callable[[], object]) -> int:
     """The most bytes of CPU tensors alive at once while ``fn()`` runs, including those
     alive before it (:func:`tensor_timeline`)."""

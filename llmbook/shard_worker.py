@@ -9,13 +9,15 @@ the global batch and writes what it measured to ``<out>/<job>-rank<r>.json``:
 - ``param_bytes``, ``grad_bytes``, ``state_bytes``: the bytes of the parameters, the
   gradients (after the last backward pass) and AdamW's states this process holds; for
   a sharded tensor (a ``DTensor``) only its local shard.
-- ``peak_bytes``: for each step of :data:`MEMORY_STEPS`, the most bytes of CPU tensors
-  alive at once during it, from torch's memory profiler (:func:`llmbook.measure.timeline_of`): DDP's gradient
-  buckets and FSDP's gathered layers included. Where the profiler's analysis fails
-  (FSDP's collectives change tensors in place from other threads), the allocator's own
-  records of the step (:func:`llmbook.measure.allocation_peak`) plus the bytes of the
-  parameters, buffers and optimizer states alive before it; ``peak_method`` says which,
-  step by step.
+- ``peak_bytes``: for each of the last two steps of :data:`MEMORY_STEPS`, the most bytes
+  of CPU tensors alive at once during it: the allocator's own records of the steps
+  (:func:`llmbook.measure.allocation_levels`) plus what was alive before them
+  (parameters, buffers, optimizer states, DDP's gradient buckets), the backend's own
+  copies of each message left out (gloo copies every all-gather's and reduce-scatter's
+  message; NCCL does not). DDP's buckets and FSDP's gathered layers are in it.
+- ``moment_bytes``: for the same steps, the most bytes alive within each moment of
+  ``llmbook.memory.sharded_phases`` (:func:`moment_windows`, from marks the layers'
+  hooks leave in the profile).
 - ``collectives``: every collective the step issued (``c10d`` operators in the
   profiler's trace) with its message size in elements and its dtype's bytes.
 - ``backend_calls``: how often the backend's own operations ran in that step.
@@ -209,22 +211,133 @@ def reference(spec: dict, ids, job: dict) -> tuple[list, list]:
     return initial, [p.detach() for p in model.parameters()]
 
 
-#: The steps whose memory is profiled: the second and third (every buffer exists by
-#: then); two, because an FSDP step's peak moves with the timing of its collectives.
-MEMORY_STEPS = (1, 2)
+#: The steps whose memory is profiled, together in one profile, once every buffer exists
+#: (DDP rebuilds its buckets in the second step): the peaks of the last two, and each
+#: moment of both. Two, because an FSDP step's peak moves with the timing of its
+#: collectives. The first is profiled only so that what the second frees of it (its
+#: logits) is in the records.
+MEMORY_STEPS = (2, 3, 4)
 
 
-def measure_peak(model, optimizer, step) -> tuple[int, str]:
-    """The most bytes of CPU tensors alive at once during ``step()``, and how it was
-    measured ("timeline" or "allocations", see the module's docstring)."""
-    from llmbook.measure import allocation_peak, profile_memory, timeline_of
+def moment_windows(marks: list[tuple[int, str]], layers: int) -> list[dict]:
+    """For each step in ``marks`` (``(time_ns, name)``, as :func:`hook_marks` names
+    them), the ``(start, end)`` times of each moment of llmbook.memory's
+    ``sharded_phases`` and of the whole step (``"step"``)."""
+    steps: list[dict] = []
+    for t, name in marks:
+        if name == "step<":
+            steps.append({})
+        steps[-1][name] = t
+    out = []
+    for at in steps:
+        top, below = f"bwd{layers - 1}<", f"bwd{max(layers - 2, 0)}<"
+        windows = {
+            "step": (at["step<"], at["step>"]),
+            "layer forward": (
+                at[f"fwd{layers - 2}>"] if layers > 1 else at["step<"],
+                at[f"fwd{layers - 1}>"],
+            ),
+            "forward": (at[f"fwd{layers - 1}>"], at["loss"]),
+            "loss backward": (at["loss"], at[top]),
+            "backward start": (at[top], at[below] if layers > 1 else at["bwd0>"]),
+            "backward end": (at["bwd0<"], at["emb<"]),
+            "embedding backward": (at["emb<"], at["opt<"]),
+            "optimizer step": (at["opt<"], at["opt>"]),
+        }
+        if layers >= 3:
+            windows["backward next"] = (at[below], at[f"bwd{layers - 3}<"])
+        out.append(windows)
+    return out
 
+
+def hook_marks(model) -> None:
+    """Mark (:func:`llmbook.measure.mark`) each decoder layer's forward and backward
+    pass: ``fwd{i}<``, ``fwd{i}>``, ``bwd{i}<``, ``bwd{i}>``; and the input embedding's
+    backward pass, ``emb<`` (after the first layer's gradients are reduced)."""
+    from llmbook.measure import mark
+
+    for i, layer in enumerate(decoder_layers(model)):
+        layer.register_forward_pre_hook(
+            lambda m, a, i=i: mark(f"fwd{i}<"), prepend=True
+        )
+        layer.register_forward_hook(lambda m, a, o, i=i: mark(f"fwd{i}>"))
+        layer.register_full_backward_pre_hook(
+            lambda m, g, i=i: mark(f"bwd{i}<"), prepend=True
+        )
+        layer.register_full_backward_hook(lambda m, gi, go, i=i: mark(f"bwd{i}>"))
+    embedding = getattr(model, "module", model).model.embed_tokens
+    embedding.register_full_backward_pre_hook(lambda m, g: mark("emb<"), prepend=True)
+
+
+def decoder_layers(model):
+    """The decoder layers of a model, wrapped by DDP (``.module``) or not."""
+    return getattr(model, "module", model).model.layers
+
+
+def output_bytes(out) -> int:
+    """Bytes a model's output holds: its logits, its loss and the keys and values of the
+    KV cache transformers builds in the forward pass (each storage once)."""
+    if out is None:
+        return 0
+    tensors = [out.logits, out.loss]
+    cache = out.get("cache")
+    for layer in getattr(cache, "layers", []):
+        tensors += [getattr(layer, "keys", None), getattr(layer, "values", None)]
+    seen = {}
+    for t in tensors:
+        if t is not None and t.numel():
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def alive_bytes(model, optimizer) -> int:
+    """Bytes this process holds between steps that the allocator's records of a step
+    cannot see: parameters, buffers, optimizer states and DDP's gradient buckets."""
     alive = local_bytes([*model.parameters(), *model.buffers(), *states(optimizer)])
-    prof = profile_memory(step)
-    try:
-        return max(timeline_of(prof)[1]), "timeline"
-    except AssertionError:  # the analysis trips on other threads' in-place copies
-        return alive + allocation_peak(prof), "allocations"
+    if hasattr(model, "_get_ddp_logging_data"):  # the buckets, as DDP reports them
+        sizes = str(model._get_ddp_logging_data().get("bucket_sizes", ""))
+        alive += sum(int(b) for b in sizes.split(",") if b.strip())
+    return alive
+
+
+def measure_steps(
+    model, optimizer, steps, layers: int, held: dict
+) -> tuple[list, list]:
+    """Run ``steps`` (callables) under one profile: for each step after the first, its
+    peak and the peak of each moment (:func:`moment_windows`), in bytes of CPU tensors
+    alive, the backend's own copies of messages left out
+    (:data:`llmbook.measure.BACKEND_OPERATORS`).
+
+    Each step starts with what the one before it left (parameters, buffers, optimizer
+    states, DDP's buckets, the output ``held`` from the last step with its KV cache), so
+    the records' running sum restarts at each step's start (``resets`` of
+    :func:`llmbook.measure.allocation_levels`): a release the records miss (a tensor
+    freed on one of gloo's threads, which the profiler does not follow) does not carry
+    into the next step."""
+    from llmbook.measure import (
+        BACKEND_OPERATORS,
+        allocation_levels,
+        marks_of,
+        profile_memory,
+        window_peaks,
+    )
+
+    alive = alive_bytes(model, optimizer) + output_bytes(held.get("out"))
+
+    def run():
+        for step in steps:
+            step()
+
+    prof = profile_memory(run)
+    steps = moment_windows(marks_of(prof), layers)
+    starts = tuple(windows["step"][0] for windows in steps)
+    times, levels = allocation_levels(prof, BACKEND_OPERATORS, starts)
+    peaks, moments = [], []
+    for windows in steps[1:]:
+        found = window_peaks(times, levels, windows)
+        peaks.append(alive + found.pop("step"))
+        moments.append({k: alive + v for k, v in found.items()})
+    return peaks, moments
 
 
 def integer_shards(job: dict, rank: int, world: int) -> dict:
@@ -266,40 +379,59 @@ def run_job(spec: dict, job: dict, rank: int, world: int, expected) -> dict:
     import torch.distributed as dist
     from torch.profiler import ProfilerActivity, profile
 
+    from llmbook.measure import mark
+
     model, optimizer = wrap(build_model(spec["config"]), job)
+    hook_marks(model)
     mine, _ = batches(spec, rank, world)
-    grads, losses, step_s = 0, [], []
+    grads, losses, step_s, held = 0, [], [], {}
 
     def step(ids):
         nonlocal grads
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
+        mark("step<")
+        held["out"] = model(input_ids=ids, labels=ids)  # kept until the next forward
+        mark("loss")
+        held["out"].loss.backward()
         grads = local_bytes(p.grad for p in model.parameters() if p.grad is not None)
+        mark("opt<")
         optimizer.step()
+        mark("opt>")
         optimizer.zero_grad()
-        losses.append(loss.item())
+        losses.append(held["out"].loss.item())
+        mark("step>")
 
-    peaks, methods, issued, backend, profiled = [], [], None, {}, []
-    for i, ids in enumerate(mine):
+    peaks, moments, issued, backend, profiled = [], [], None, {}, []
+    i = 0
+    while i < len(mine):
         dist.barrier()
         start = time.perf_counter()
-        if i in MEMORY_STEPS:  # once every buffer exists: memory
-            profiled.append(i)
-            peak, how = measure_peak(model, optimizer, lambda ids=ids: step(ids))
-            peaks.append(peak)
-            methods.append(how)
-        elif i == len(mine) - 1:  # the last step: the collectives it issues
+        if i == MEMORY_STEPS[0]:  # once every buffer exists: memory
+            profiled.extend(MEMORY_STEPS)
+            peaks, moments = measure_steps(
+                model,
+                optimizer,
+                [lambda ids=ids: step(ids) for ids in mine[i : i + len(MEMORY_STEPS)]],
+                len(decoder_layers(model)),
+                held,
+            )
+            step_s.extend(
+                [(time.perf_counter() - start) / len(MEMORY_STEPS)] * len(MEMORY_STEPS)
+            )
+            i += len(MEMORY_STEPS)
+            continue
+        if i == len(mine) - 1:  # the last step: the collectives it issues
             profiled.append(i)
             with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-                step(ids)
+                step(mine[i])
             trace = Path(spec["out"]) / f"trace-rank{rank}.json"
             prof.export_chrome_trace(str(trace))
             events = json.loads(trace.read_text())
             issued = collectives(events)
             backend = backend_calls(events)
         else:
-            step(ids)
+            step(mine[i])
         step_s.append(time.perf_counter() - start)
+        i += 1
     result = dict(
         job=job,
         rank=rank,
@@ -308,7 +440,7 @@ def run_job(spec: dict, job: dict, rank: int, world: int, expected) -> dict:
         grad_bytes=grads,
         state_bytes=local_bytes(states(optimizer)),
         peak_bytes=peaks,
-        peak_method=methods,
+        moment_bytes=moments,
         collectives=issued,
         backend_calls=backend,
         profiled_steps=profiled,

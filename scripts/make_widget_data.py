@@ -516,12 +516,21 @@ def memory_vectors() -> list[dict]:
         for r in ("full", "full-fp32", "full-bf16", "full-master", "lora", "qlora")
         for o in ("adamw8bit", "sgd")
     ]
+    options += [  # no KV cache in the model's output
+        dict(recipe=r, use_cache=False) for r in ("full", "lora")
+    ]
+    options += [  # how AdamW steps: its temporaries
+        dict(recipe=r, optimizer_impl=i, checkpointing=c)
+        for r in ("full", "full-bf16", "lora")
+        for i in ("for-loop", "fused")
+        for c in (False, True)
+    ]
     options += [  # eager attention keeps the s x s scores
         dict(recipe=r, attention="eager", checkpointing=c)
         for r in ("full", "qlora")
         for c in (False, True)
     ]
-    out = []
+    out = layout_vectors(rng)
     for (name, cfg), (batch, context) in itertools.product(
         configs.items(), ((1, 2048), (4, 513))
     ):
@@ -549,6 +558,57 @@ def memory_vectors() -> list[dict]:
             LlamaConfig(**row["config"]), "bfloat16"
         ).n_parameters
         row["fits_on"] = fits_on(sum(row["peak"][1].values()))
+    return out
+
+
+def layout_vectors(rng) -> list[dict]:
+    """Inference on KV cache layouts today's models use: sliding windows on some layers
+    (``layer_types``), chunked attention, multi-head latent attention, layers without a
+    cache; every way to store the cache and both ways to keep a window."""
+    from transformers import LlamaConfig
+
+    from llmbook.memory import breakdown, peak, step_phases
+
+    out = []
+    kinds = ("full_attention", "sliding_attention", "chunked_attention", "moe")
+    for i in range(12):
+        heads = int(rng.choice([4, 8, 16]))
+        layers = int(rng.integers(2, 10))
+        cfg = dict(
+            hidden_size=heads * 64,
+            intermediate_size=int(rng.integers(100, 3000)),
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads // int(rng.choice([1, 2, 4])),
+            vocab_size=int(rng.integers(100, 50000)),
+            tie_word_embeddings=bool(rng.integers(0, 2)),
+        )
+        if i % 3 == 0:  # every layer sliding, as Mistral's config says it
+            cfg["sliding_window"] = int(rng.integers(16, 4096))
+        elif i % 3 == 1:
+            cfg["layer_types"] = [str(rng.choice(kinds)) for _ in range(layers)]
+            cfg["sliding_window"] = int(rng.integers(16, 4096))
+            cfg["attention_chunk_size"] = int(rng.integers(16, 4096))
+        if i % 4 == 3:  # multi-head latent attention
+            cfg.update(kv_lora_rank=int(rng.integers(16, 600)), qk_rope_head_dim=64)
+        for kv_quant, kv_dtype, keep in itertools.product(
+            (None, "fp8", "int4", "int2"), (None, "float32"), ("all", "window")
+        ):
+            opts = dict(recipe="inference", kv_quant=kv_quant, kv_dtype=kv_dtype)
+            opts.update(kv_keep=keep, batch=int(rng.integers(1, 5)))
+            opts["context"] = int(rng.integers(1, 20000))
+            config = LlamaConfig(**cfg)
+            out.append(
+                {
+                    "name": f"layout-{i}",
+                    "config": cfg,
+                    "options": opts,
+                    "parameters": None,
+                    "parts": breakdown(config, **opts),
+                    "phases": step_phases(config, **opts),
+                    "peak": list(peak(config, **opts)),
+                }
+            )
     return out
 
 
@@ -595,6 +655,15 @@ def sharded_vectors() -> list[dict]:
                 rest = {k: v for k, v in opts.items() if k != "offload"}
                 row["offloaded"] = offloaded_bytes(config, **rest)
             out.append(row)
+        for recipe, sharding, impl in itertools.product(
+            ("full", "full-bf16", "lora"), SHARDINGS, ("for-loop", "fused")
+        ):  # how AdamW steps, and ZeRO-1's ranks one by one
+            opts = dict(recipe=recipe, gpus=(2, 8, 3)[i % 3], sharding=sharding)
+            opts.update(optimizer_impl=impl, context=512)
+            if sharding == "zero1":
+                opts["rank"] = i % opts["gpus"]
+            phases = sharded_phases(config, **opts)
+            out.append({"name": name, "config": cfg, "options": opts, "phases": phases})
     return out
 
 

@@ -308,3 +308,90 @@ def test_fp32_lora_at_a_real_models_shape_within_1_percent():
     )
     predicted = training_activation_bytes(config, 2, 64, compute="fp32", lora_rank=16)
     assert abs(predicted - measured) / measured < 0.01, (predicted, measured)
+
+
+LLAMA_LIKE_CASES = [  # architecture, its options, batch, seq
+    ("mistral", dict(sliding_window=None), 2, 128),
+    ("mistral", dict(sliding_window=96), 2, 200),  # the window binds on every layer
+    ("qwen2", dict(), 1, 256),  # biases on q, k, v
+    # sliding windows on the second and third layers only
+    (
+        "qwen2",
+        dict(use_sliding_window=True, sliding_window=48, max_window_layers=1),
+        2,
+        96,
+    ),
+]
+
+
+@pytest.mark.parametrize("compute", ["fp32", "bf16", "autocast"])
+@pytest.mark.parametrize(("kv", "hidden"), [(1, 320), (2, 256)])
+@pytest.mark.parametrize(("arch", "options", "batch", "seq"), LLAMA_LIKE_CASES)
+def test_llama_like_blocks_within_5_percent(
+    arch, options, batch, seq, kv, hidden, compute
+):
+    """Mistral and Qwen2 blocks are Llama blocks: the same count, plus a sliding window
+    shorter than the sequence (keys and values repeated per head, the mask)."""
+    from transformers import MistralConfig, Qwen2Config
+
+    shape = dict(
+        hidden_size=hidden,
+        intermediate_size=864,
+        num_attention_heads=hidden // 64 if kv == 1 else 8,
+        num_key_value_heads=kv,
+        vocab_size=6000,
+        num_hidden_layers=3,
+    )
+    kind = {"mistral": MistralConfig, "qwen2": Qwen2Config}[arch]
+    config = kind(**shape, **options)
+    measured = measure(config, compute, batch, seq, False)
+    expected = training_activation_bytes(config, batch, seq, False, compute)
+    if compute == "autocast":  # its cached weight copies are saved for the backward too
+        expected += autocast_cache_bytes(config)
+    assert expected == pytest.approx(measured, rel=0.05)
+
+
+def test_other_blocks_are_refused_in_one_sentence():
+    from transformers import Qwen3Config
+
+    config = Qwen3Config(
+        hidden_size=128,
+        intermediate_size=256,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+    )
+    with pytest.raises(EstimateError, match="not 'qwen3'") as info:
+        training_activation_bytes(config, 1, 16)
+    assert "\n" not in str(info.value) and "mistral, qwen2" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("arch", "options", "seq", "sliding"),
+    [
+        ("mistral", dict(sliding_window=64), 64, True),  # keys as long as the window
+        ("mistral", dict(sliding_window=64), 63, False),
+        # Mistral's attention ignores layer_types: every layer slides
+        (
+            "mistral",
+            dict(sliding_window=64, layer_types=["full_attention"] * 3),
+            96,
+            True,
+        ),
+        ("llama", dict(sliding_window=32), 96, False),  # a Llama has no window
+    ],
+)
+def test_when_a_window_binds(arch, options, seq, sliding):
+    """A sliding window adds its mask and repeated keys and values once the keys reach
+    the window's length, on the layers the architecture slides on."""
+    from transformers import AutoConfig
+
+    shape = dict(SHAPES["gqa"], num_hidden_layers=3, **options)
+    config = AutoConfig.for_model(arch, **shape)
+    measured = measure(config, "fp32", 1, seq, False)
+    expected = training_activation_bytes(config, 1, seq, False, "fp32")
+    plain = training_activation_bytes(
+        LlamaConfig(**SHAPES["gqa"], num_hidden_layers=3), 1, seq, False, "fp32"
+    )
+    assert expected == pytest.approx(measured, rel=0.02)
+    assert (expected > plain) == sliding

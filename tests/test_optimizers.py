@@ -11,9 +11,11 @@ import torch
 from llmbook.measure import tensor_bytes
 from llmbook.memory import (
     LORA_TARGETS,
+    OPTIMIZER_IMPLS,
     OPTIMIZERS,
     EstimateError,
     optimizer_state_bytes,
+    optimizer_temporaries,
     trainable_numels,
 )
 from llmbook.models import build, tiny_config
@@ -105,3 +107,80 @@ def test_cli_counts_the_chosen_optimizer(tmp_path):
         parts["optimizer"]
         < breakdown(LlamaConfig(**PRESETS["Llama-2-7B"]), "full")["optimizer"] / 3
     )
+
+
+def adamw_of(impl: str, params):
+    """torch's AdamW run as ``impl`` (llmbook.memory.OPTIMIZER_IMPLS)."""
+    kwargs = {"foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
+    return torch.optim.AdamW(params, **kwargs.get(impl, dict(fused=True)))
+
+
+@pytest.mark.parametrize("impl", OPTIMIZER_IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_step_temporaries_are_what_each_implementation_allocates(impl, dtype):
+    """The second step of AdamW over tensors of unequal sizes: everything it holds
+    beyond parameters, gradients and the two moments is its temporaries, plus the
+    4-byte step counters it replaces (one per tensor)."""
+    from llmbook.measure import peak_tensor_bytes
+
+    torch.manual_seed(0)
+    shapes = [(1000, 300), (500, 100), (2000,), (700, 700)]
+    params = [torch.nn.Parameter(torch.randn(*s, dtype=dtype)) for s in shapes]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    optimizer = adamw_of(impl, params)
+    optimizer.step()  # creates the states
+    held = 4 * tensor_bytes(*params)  # parameters, gradients, two moments
+    extra = peak_tensor_bytes(optimizer.step) - held
+    numels = [p.numel() for p in params]
+    want = optimizer_temporaries(numels, "adamw", impl, params[0].element_size())
+    assert want <= extra <= want + 64, (impl, extra, want)  # and the step counters
+    if impl != "fused":
+        assert want > 0
+
+
+def test_torchs_cpu_default_is_the_for_loop():
+    params = [torch.nn.Parameter(torch.randn(300, 300)) for _ in range(2)]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    optimizer = torch.optim.AdamW(params)
+    optimizer.step()
+    from llmbook.measure import peak_tensor_bytes
+
+    extra = peak_tensor_bytes(optimizer.step) - 4 * tensor_bytes(*params)
+    want = optimizer_temporaries([p.numel() for p in params], "adamw", "for-loop")
+    assert want <= extra <= want + 64  # and the step counters
+
+
+def test_unknown_optimizer_impl_is_one_sentence():
+    with pytest.raises(EstimateError, match="unknown optimizer_impl 'vectorised'"):
+        optimizer_temporaries([10], "adamw", "vectorised")
+
+
+def test_cli_counts_how_adamw_steps(tmp_path, capsys):
+    """The command line's --optimizer-impl reaches the peak (the optimizer step, at a
+    short context): foreach holds a copy of every trained tensor, the for-loop two of
+    the largest and the one before it, fused none."""
+    import json
+
+    from transformers import LlamaConfig
+
+    from llmbook import cli
+    from llmbook.memory import PRESETS
+
+    preset = PRESETS["Llama-3-8B"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "llama", **preset}))
+    found = {}
+    for impl in OPTIMIZER_IMPLS:
+        args = [str(path), "--recipe", "full-bf16", "--seq", "64", "--json"]
+        assert cli.main([*args, "--optimizer-impl", impl]) == 0
+        job = json.loads(capsys.readouterr().out)
+        assert job["optimizer_impl"] == impl
+        # fused: with no temporaries the step ties the embedding's backward
+        if impl != "fused":
+            assert job["peak_moment"] == "optimizer step"
+        found[impl] = job["peak_parts"].get("optimizer_temporaries", 0)
+    numels = trainable_numels(LlamaConfig(**preset), "full-bf16")
+    want = {i: optimizer_temporaries(numels, "adamw", i, 2) for i in OPTIMIZER_IMPLS}
+    assert found == want and want["foreach"] > want["for-loop"] > want["fused"] == 0

@@ -189,11 +189,13 @@ ADAPTER_CASES = [  # recipe, shape, dtype, batch, seq, checkpointing, moment
     ("qlora", "big-vocab", "bfloat16", 2, 256, True, "loss backward"),
     ("qlora", "wide", "bfloat16", 2, 256, True, "backward start"),
     # measured: the forward pass's last layer ahead of the backward's first by 1%
-    ("qlora", "tall", "bfloat16", 2, 256, False, "backward start"),
+    ("qlora", "tall", "bfloat16", 2, 256, False, "layer forward"),
     ("qlora", "tall", "float32", 2, 256, True, "backward start"),
     ("qlora", "wide", "float32", 2, 256, False, "backward start"),
     ("lora", "tall", "bfloat16", 2, 256, False, "layer forward"),
-    ("lora", "wide", "bfloat16", 1, 512, False, "loss backward"),
+    # the loss's backward within 1% of the forward's last layer and the previous
+    # step's KV cache
+    ("lora", "wide", "bfloat16", 1, 512, False, "layer forward"),
     ("lora", "tall", "float32", 2, 256, True, "backward start"),
 ]
 
@@ -296,4 +298,93 @@ def test_master_weights_peak_within_5_percent(
     )
     assert name == moment
     assert parts["master_weights"] == 4 * sum(p.numel() for p in params)
+    assert sum(parts.values()) == pytest.approx(measured, rel=0.05)
+
+
+IMPL_CASES = [  # shape, recipe, layers, batch, seq, checkpointing
+    ("wide", "full", 2, 1, 64, False),
+    ("mid", "full-bf16", 2, 1, 64, True),
+    ("tall", "full-fp32", 3, 1, 72, True),
+]
+
+
+def test_the_outputs_kv_cache_through_the_step():
+    """transformers builds a KV cache in the forward pass even in training; the loop's
+    ``out`` keeps it after the backward pass, so the optimizer step holds it: a shape
+    with wide keys and values (every head its own) and a narrow MLP shows it."""
+    config = LlamaConfig(
+        hidden_size=256,
+        intermediate_size=256,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        num_hidden_layers=4,
+        vocab_size=256,
+    )
+    peaks = {}
+    for use_cache in (True, False):
+        config.use_cache = use_cache
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).train()
+        measured = profiled_peak(model, "adamw", 1, 64, False)
+        name, parts = memory.peak(
+            config, "full-fp32", dtype="float32", context=64, use_cache=use_cache
+        )
+        assert name == "optimizer step"
+        assert sum(parts.values()) == pytest.approx(measured, rel=0.01)
+        peaks[use_cache] = measured
+    cache = memory.kv_cache_bytes(config, 1, 64, 4)
+    assert peaks[True] - peaks[False] == pytest.approx(cache, rel=0.01)
+
+
+@pytest.mark.parametrize("impl", memory.OPTIMIZER_IMPLS)
+@pytest.mark.parametrize(
+    ("shape", "recipe", "layers", "batch", "seq", "ckpt"), IMPL_CASES
+)
+def test_each_adamw_implementation_at_its_step(
+    shape, recipe, layers, batch, seq, ckpt, impl
+):
+    """Shapes where foreach AdamW's step is the peak: with each implementation the step
+    holds what optimizer_temporaries says, and the peak follows (foreach: the step;
+    for-loop and fused: less, so another moment may win). torch's own default on this
+    CPU, AdamW(params), is the for-loop."""
+    config = LlamaConfig(num_hidden_layers=layers, **SHAPES[shape])
+    options = dict(batch=batch, context=seq, checkpointing=ckpt, optimizer_impl=impl)
+    dtype = "float32" if recipe in ("full", "full-fp32") else "bfloat16"
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(
+        config, dtype=getattr(torch, dtype)
+    ).train()
+    kwargs = {"foreach": dict(foreach=True), "for-loop": {}, "fused": dict(fused=True)}
+
+    def adamw(params):
+        return torch.optim.AdamW(params, **kwargs[impl])
+
+    measured = profiled_peak(model, adamw, batch, seq, ckpt, autocast=recipe == "full")
+    name, parts = memory.peak(config, recipe, dtype=dtype, **options)
+    if impl == "foreach":
+        assert name == "optimizer step"
+    assert sum(parts.values()) == pytest.approx(measured, rel=0.01), name
+
+
+@pytest.mark.parametrize(
+    ("arch", "options", "recipe", "seq", "moment"),
+    [
+        ("qwen2", dict(tie_word_embeddings=True), "full", 64, "optimizer step"),
+        ("mistral", dict(sliding_window=64), "full-bf16", 256, "loss backward"),
+        ("qwen2", dict(use_sliding_window=True, sliding_window=64), "lora", 256, None),
+    ],
+)
+def test_llama_like_peaks_within_5_percent(arch, options, recipe, seq, moment):
+    """Mistral (a sliding window on every layer) and Qwen2 (biases on q, k, v; tied
+    embeddings) through a whole step."""
+    from transformers import MistralConfig, Qwen2Config
+
+    kind = {"mistral": MistralConfig, "qwen2": Qwen2Config}[arch]
+    config = kind(num_hidden_layers=2, **SHAPES["mid"], **options)
+    measured = measured_peak(config, recipe, "adamw", 2, seq, False)
+    dtype = "float32" if recipe in ("full", "full-fp32") else "bfloat16"
+    name, parts = memory.peak(
+        config, recipe, dtype=dtype, batch=2, context=seq, lora_rank=8
+    )
+    assert moment is None or name == moment
     assert sum(parts.values()) == pytest.approx(measured, rel=0.05)

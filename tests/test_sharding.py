@@ -36,18 +36,32 @@ JOBS = [
     dict(name="zero3-sgd", strategy="fsdp", reshard=True, optimizer="sgd"),
 ]
 SPEC = dict(config=KWARGS, jobs=JOBS, steps=7, batch=2, seq=64)
-PEAK_TOLERANCE = 0.10  # the chapter's: asynchronous collectives move the peak a little
+#: How far a predicted peak and each predicted moment may be from the measurement: a
+#: step moves by a layer's buffer from run to run with the timing of its asynchronous
+#: collectives (gloo frees some of them on its own threads, out of the profiler's view)
+PEAK_TOLERANCE = 0.05
+MOMENT_TOLERANCE = 0.10
+# FSDP2 on four layers at 72 tokens: the weights outweigh the activations, so the
+# backward pass's gathered layers and reduce-scatter buffers make the peak
+SHORT = dict(
+    config=dict(KWARGS, num_hidden_layers=4),
+    jobs=[j for j in JOBS if j["strategy"] == "fsdp" and "optimizer" not in j],
+    steps=6,
+    batch=2,
+    seq=72,
+)
 
 
-def phases_of(result: dict) -> dict:
+def phases_of(result: dict, spec: dict = SPEC) -> dict:
     job = result["job"]
     return memory.sharded_phases(
-        CONFIG,
+        LlamaConfig(**spec["config"]),
         recipe_of(job),
         result["world"],
         sharding_of(job),
-        batch=SPEC["batch"],
-        context=SPEC["seq"],
+        rank=result["rank"],
+        batch=spec["batch"],
+        context=spec["seq"],
         dtype="float32",
         optimizer=job.get("optimizer", "adamw"),
     )
@@ -78,28 +92,71 @@ def runs() -> list[dict]:
     return results
 
 
+@pytest.fixture(scope="module")
+def short_runs() -> list[dict]:
+    return run_workers(SHORT, 2, timeout_s=300)
+
+
 def test_each_process_holds_its_predicted_share(runs):
     for r in runs:
         want = phases_of(r)["optimizer step"]
         assert r["param_bytes"] == want["weights"], r["job"]
         assert r["grad_bytes"] == want["gradients"], r["job"]
-        assert math.isclose(r["state_bytes"], want["optimizer"], rel_tol=1e-3)
+        if r["job"]["strategy"] == "fsdp":  # each tensor's slice, rounded up
+            assert math.isclose(r["state_bytes"], want["optimizer"], rel_tol=1e-3)
+        else:  # whole tensors: ZeroRedundancyOptimizer's partition, to the byte
+            assert r["state_bytes"] == want["optimizer"], r["job"]
     ddp, fsdp = find(runs, "ddp"), find(runs, "zero3")
     assert fsdp["param_bytes"] * 2 == ddp["param_bytes"]  # two processes, two halves
     assert fsdp["state_bytes"] * 2 == pytest.approx(ddp["state_bytes"], abs=1024)
+    zero1 = [find(runs, "zero1", rank) for rank in (0, 1)]
+    assert zero1[0]["state_bytes"] != zero1[1]["state_bytes"]  # not equal halves
+    assert sum(r["state_bytes"] for r in zero1) == ddp["state_bytes"]
 
 
-def test_each_jobs_peak_is_predicted(runs):
-    """The prediction lands in the range of the peaks measured (two processes, two steps
-    each), or within the tolerance of it: an FSDP step's peak moves with the timing of its
-    asynchronous collectives."""
-    for job in JOBS:
+def check_peaks(runs: list[dict], spec: dict) -> None:
+    """Each job's predicted peak is within PEAK_TOLERANCE of the least peak measured
+    (two processes, two steps each), each predicted moment within MOMENT_TOLERANCE of
+    the least measured at that moment, and the predicted peak moment is where the
+    measured peak is (its measurement within PEAK_TOLERANCE of the step's). The least,
+    because a measurement can only overcount: a release the profiler misses (on one of
+    gloo's threads) counts until the allocator hands the address out again."""
+    for job in spec["jobs"]:
         mine = [r for r in runs if r["job"]["name"] == job["name"]]
         measured = [b for r in mine for b in r["peak_bytes"]]
         assert len(measured) == 4 and all(measured), job
-        want = sum(memory.largest(phases_of(mine[0]))[1].values())
-        assert min(measured) * (1 - PEAK_TOLERANCE) < want, (job, measured, want)
-        assert want < max(measured) * (1 + PEAK_TOLERANCE), (job, measured, want)
+        phases = phases_of(mine[0], spec)  # the same on both ranks
+        moment, parts = memory.largest(phases)
+        want, least = sum(parts.values()), min(measured)
+        assert abs(want - least) <= PEAK_TOLERANCE * least, (job, moment, want, least)
+        steps = [found for r in mine for found in r["moment_bytes"]]
+        assert all(set(found) == set(phases) for found in steps), job
+        at_peak = min(found[moment] for found in steps)
+        assert at_peak >= (1 - PEAK_TOLERANCE) * least, (job, moment, at_peak, least)
+        for name, predicted in phases.items():
+            got = min(found[name] for found in steps)
+            want = sum(predicted.values())
+            assert abs(want - got) <= MOMENT_TOLERANCE * got, (job, name, want, got)
+
+
+def test_each_jobs_peak_and_moments_are_predicted(runs):
+    check_peaks(runs, SPEC)
+
+
+def test_fsdp_at_a_short_context(short_runs):
+    """Where the weights outweigh the activations: FSDP2's peak is in the backward pass,
+    a layer and the next one's prefetch gathered, the last layer's reduce-scatter input
+    alive (ZeRO-3); every layer still gathered at the top of the backward pass
+    (ZeRO-2)."""
+    check_peaks(short_runs, SHORT)
+    moments = {
+        r["job"]["name"]: memory.largest(phases_of(r, SHORT))[0] for r in short_runs
+    }
+    assert moments == {
+        "zero2": "layer forward",
+        "zero3": "backward next",
+        "zero3-bf16": "backward next",
+    }
 
 
 def test_collectives_are_the_predicted_messages(runs):
@@ -204,6 +261,12 @@ def test_zero_stages_divide_the_papers_parts():
         want = zero_paper_bytes(n, 8, stage)
         if stage == 2:  # FSDP2 shards the weights between steps too (ZeRO-2 does not)
             want -= 2 * n - 2 * n / 8
+        if (
+            stage == 1
+        ):  # whole tensors per rank: the busiest holds up to the largest more
+            largest = max(memory.trainable_numels(config, "full-master"))
+            assert want <= state <= want + ZERO_K * largest + 4096, (state, want)
+            continue
         assert math.isclose(state, want, rel_tol=1e-6), (sharding, state, want)
         assert parts["optimizer"] == -(-whole["optimizer"] // 8)
     # the paper's K = 12 bytes: master copy and two moments (plus 4-byte step counters)
@@ -226,16 +289,25 @@ def test_offload_puts_the_shards_in_cpu_memory_without_foreach_copies(
     recipe, bytes_per_parameter
 ):
     """fp32 weights, gradients and two AdamW states: 16 bytes per parameter over all
-    processes; the CPU step loops over tensors, so foreach's copy is not counted."""
+    processes; the CPU step loops over tensors (torch's default there), so its
+    temporaries are two copies of a shard and the one before it, not foreach's copy of
+    every shard."""
     config = LlamaConfig(**memory.PRESETS["Llama-2-7B"])
     n = memory.estimate(config).n_parameters
+    numels = memory.trainable_numels(config, recipe)
+    width = 2 if recipe == "full-bf16" else 4
     for gpus in (2, 8):
-        host = gpus * sum(memory.offloaded_bytes(config, recipe, gpus).values())
-        # plus AdamW's step counters: 4 bytes per tensor
+        kept = memory.offloaded_bytes(config, recipe, gpus)
+        loop = kept.pop("optimizer_temporaries", 0)
+        host = gpus * sum(kept.values())  # plus AdamW's step counters: 4 bytes a tensor
         assert host == pytest.approx(bytes_per_parameter * n, rel=1e-7)
+        if recipe != "full-master":  # DeepSpeed's fused step: none
+            shards = [-(-k // gpus) for k in numels]
+            want = memory.optimizer_temporaries(shards, "adamw", "for-loop", width)
+            assert loop == want and loop < sum(shards) * width / 10
     on_gpu = memory.sharded_phases(config, recipe, 8, "zero3")["optimizer step"]
     kept = memory.offloaded_bytes(config, recipe, 8)
-    assert set(kept) <= set(on_gpu) and "optimizer_temporaries" not in kept
+    assert set(kept) <= set(on_gpu)
     with pytest.raises(memory.EstimateError, match="offload applies"):
         memory.offloaded_bytes(config, recipe, 8, sharding="zero1")
 

@@ -42,21 +42,31 @@ from .gpus import (  # noqa: F401
     usable_bytes,
 )
 from .kv_cache import (  # noqa: F401
+    ATTENTION_TYPES,
+    KEEPS,
+    KV_QUANTS,
     kv_cache_bytes,
+    kv_cache_layers,
+    kv_layers,
+    kv_value_bytes,
+    kv_widths,
 )
 from .optimizers import (  # noqa: F401
     BNB_MIN_8BIT_SIZE,
     BNB_OPTIMIZER_BLOCK,
+    OPTIMIZER_IMPLS,
     OPTIMIZERS,
     optimizer_state_bytes,
+    optimizer_temporaries,
 )
 from .sharding import (  # noqa: F401
-    GATHERED_LAYERS,
+    FSDP_PHASES,
     OFFLOADED_PARTS,
     SHARDINGS,
     collective_bytes,
     offloaded_bytes,
     sharded_phases,
+    zero1_partition,
 )
 from .steps import (  # noqa: F401
     LAYER_WORKSPACE,

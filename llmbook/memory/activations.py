@@ -69,6 +69,13 @@ def training_activation_bytes(
     temporaries of its own. With a padded batch (an attention mask), SDPA gets keys and
     values repeated to all heads (``2 a hd`` instead of ``2 kv hd``).
 
+    Mistral and Qwen2 blocks are Llama blocks (:data:`LLAMA_LIKE`). A layer whose
+    sliding window is shorter than the sequence gives SDPA a mask instead of its causal
+    flag, and keeps, per token, ``2 (a - kv) hd`` values more (keys and values repeated
+    to every head, a copy unless there is one KV head) and ``s`` values of the mask, in
+    the compute dtype (measured on Mistral and Qwen2 configs with windows of 32 to 256
+    at 64 to 512 tokens, with 1, 2 and all KV heads).
+
     With ``attention="eager"`` (transformers' own attention code, or any that forms the
     scores), each layer also keeps the softmax of the ``s x s`` scores per head: in fp32
     (4 bytes), plus its cast to the compute dtype in a 16-bit model or under autocast (6
@@ -96,6 +103,7 @@ def training_activation_bytes(
             f"unknown attention {attention!r}; choose one of {', '.join(ATTENTIONS)}"
         )
     family = _block_family(config, attention, lora_rank)
+    sliding = _sliding_layers(config, seq)
     h, layers, heads = (
         _get(config, "hidden_size", "n_embd"),
         _get(config, "num_hidden_layers", "n_layer"),
@@ -126,6 +134,11 @@ def training_activation_bytes(
         per_layer = 2 * wide + upcast + 4 * stats + scores
         per_layer += autocast_extra if compute == "autocast" else 0
         layer_input = 4 * h if compute == "autocast" else 2 * h
+    masked = 0  # per sliding layer and token: SDPA with a mask (keys, values, mask)
+    if sliding and not eager:  # transformers' repeat_kv copies unless one KV head
+        kv = _kv_heads(config)
+        masked = (2 * (heads - kv) * _head_dim(config) if kv > 1 else 0) + seq
+        masked *= 4 if compute == "fp32" else 2
     outside += 4 * config.vocab_size
     if lora_rank and compute == "fp32":
         per_layer += 28 * lora_rank - 8 * h
@@ -133,10 +146,12 @@ def training_activation_bytes(
     elif lora_rank:
         per_layer += 16 * h + 2 * inter + 28 * lora_rank
     per_token = (
-        layers * layer_input + per_layer if checkpointing else layers * per_layer
+        layers * layer_input + per_layer + masked
+        if checkpointing  # one layer recomputed at a time: a sliding one, if any
+        else layers * per_layer + sliding * masked
     )
-    if _per_layer_only:
-        return batch * seq * per_layer
+    if _per_layer_only:  # the largest layer's
+        return batch * seq * (per_layer + masked)
     return batch * seq * (per_token + outside)
 
 
@@ -144,6 +159,13 @@ def training_activation_bytes(
 #: grouped-query attention), GPT-NeoX (LayerNorm, GELU, parallel residual) and GPT-2
 #: (LayerNorm, the tanh-approximated GELU, which keeps five values per MLP unit).
 ACTIVATION_FAMILIES = ("llama", "gpt_neox", "gpt2")
+
+
+#: Architectures whose block is a Llama block, with the differences measured: Mistral
+#: (a sliding window on every layer, when ``sliding_window`` is set) and Qwen2 (biases
+#: on the query, key and value projections, which keep nothing more; sliding layers
+#: where ``layer_types`` says so). Counted as ``llama``.
+LLAMA_LIKE = ("llama", "mistral", "qwen2")
 
 
 _DROPOUTS = (
@@ -158,10 +180,11 @@ _DROPOUTS = (
 def _block_family(config, attention: str, lora_rank) -> str:
     """The measured family of ``config``'s blocks, or one sentence saying what is not."""
     family = getattr(config, "model_type", "llama")
+    family = "llama" if family in LLAMA_LIKE else family
     if family not in ACTIVATION_FAMILIES:
+        known = ", ".join((*LLAMA_LIKE, *ACTIVATION_FAMILIES[1:]))
         raise EstimateError(
-            f"training activations are measured for {', '.join(ACTIVATION_FAMILIES)} "
-            f"blocks, not {family!r}"
+            f"training activations are measured for {known} blocks, not {family!r}"
         )
     dropout = [n for n in _DROPOUTS if (getattr(config, n, 0) or 0) > 0]
     if dropout:
@@ -180,17 +203,30 @@ def _block_family(config, attention: str, lora_rank) -> str:
     return family
 
 
+def _sliding_layers(config, seq: int) -> int:
+    """How many layers attend through a sliding window no longer than ``seq`` tokens
+    (transformers passes SDPA a mask once the keys reach the window): every layer of a
+    Mistral (its attention ignores ``layer_types``), the layers ``layer_types`` names
+    ``sliding_attention`` in a Qwen2; none in a Llama, whose attention has no window."""
+    window = getattr(config, "sliding_window", None)
+    kind = getattr(config, "model_type", "")
+    if not window or window > seq or kind == "llama":  # a Llama has no window
+        return 0  # (transformers masks once the keys reach the window's length)
+    types = getattr(config, "layer_types", None)
+    if types is None or kind == "mistral":  # Mistral slides on every layer
+        return config.num_hidden_layers
+    return sum(t == "sliding_attention" for t in types[: config.num_hidden_layers])
+
+
 def autocast_cache_bytes(config) -> int:
     """Bytes of the bf16 copies ``torch.autocast`` makes of every matmul weight (the
     blocks' projections and the output head) and keeps for the backward pass."""
-    if (
-        getattr(config, "model_type", "llama") != "llama"
-    ):  # any architecture: from its modules
+    if getattr(config, "model_type", "llama") != "llama":  # from its modules
         import torch
 
         model = empty_model(config, torch.float32)
         return 2 * sum(
-            m.weight.numel()
+            m.weight.numel() + (0 if m.bias is None else m.bias.numel())
             for m in model.modules()
             if type(m).__name__ in ("Linear", "Conv1D")
         )

@@ -1,21 +1,163 @@
-"""The KV cache: keys and values of every layer for every token kept, at a width per
-value. Counts the classic layout, each layer caching ``num_key_value_heads`` heads of
-``head_dim`` values for every token; it does not count sliding windows, compressed
-(MLA) caches or recurrent layers, nor a paged allocator's unused blocks."""
+"""The KV cache, layer by layer, as transformers keeps it: each attention layer caches
+keys and values for the tokens it attends to, full attention every token, a sliding
+window or an attention chunk only the last ones once decoding starts, multi-head latent
+attention (MLA) one compressed latent and one shared rotary key per token; layers that
+share another layer's cache, or have no attention, keep none. Layers that keep a
+recurrent state instead (Mamba, linear attention) are refused in one sentence, not
+guessed. The cache may be stored in 16 or 32 bits, in fp8, or quantized to 4 or 2 bits
+with a full-precision window of recent tokens (:func:`kv_value_bytes`). Not counted: a
+paged allocator's unused blocks."""
 
 from __future__ import annotations
 
 from .shapes import _head_dim, _kv_heads
+from .weights import EstimateError
+
+#: What a sliding-window or chunked layer keeps (``keep``): ``"all"``, every token of
+#: the prompt, which is what transformers' ``DynamicCache`` holds during the prompt pass
+#: and until the first new token (the window it keeps is a view of the whole prompt's
+#: keys and values); ``"window"``, only the window, which is what it holds from the
+#: first new token on, and what vLLM and llama.cpp allocate for such layers.
+KEEPS = ("all", "window")
 
 
-def kv_cache_bytes(config, batch: int, tokens: int, bytes_per_value: int = 2) -> int:
-    """Bytes of a full KV cache: keys and values, every layer, every token."""
-    return (
-        2
-        * config.num_hidden_layers
-        * batch
-        * tokens
-        * _kv_heads(config)
-        * _head_dim(config)
-        * bytes_per_value
-    )
+#: Layer types (transformers' ``layer_types``) whose cache this module counts; a layer
+#: of another type (``linear_attention``, ``hybrid``, ``conv``: a recurrent state) is
+#: refused.
+ATTENTION_TYPES = ("full_attention", "sliding_attention", "chunked_attention", "dummy")
+
+
+#: How the cache's values may be stored (``kv_quant``): as they are (None), fp8 (one
+#: byte a value, a scale per layer), or 4- or 2-bit integers with a scale and a zero
+#: point per group of ``kv_group`` values, in the cache's dtype, the most recent
+#: ``kv_residual`` tokens kept as they are (transformers' ``QuantizedCache``).
+KV_QUANTS = (None, "fp8", "int4", "int2")
+
+
+def kv_layers(config) -> list[tuple[str, int | None]]:
+    """``(layer type, window)`` of each decoder layer, read as transformers reads it
+    (``transformers.cache_utils.get_layer_types_and_kwargs``): ``layer_types`` when the
+    config has it, else a ``sliding_window`` or ``attention_chunk_size`` on every layer;
+    the window in tokens for sliding and chunked layers, else None."""
+    types = getattr(config, "layer_types", None)
+    layers = config.num_hidden_layers
+    try:
+        from transformers.cache_utils import get_layer_types_and_kwargs
+
+        types, kwargs = get_layer_types_and_kwargs(config)
+        windows = [k.get("sliding_window") for k in kwargs]
+    except (
+        AttributeError,
+        TypeError,
+        ImportError,
+    ):  # a config transformers cannot read
+        if types is None:
+            window = getattr(config, "sliding_window", None)
+            chunk = getattr(config, "attention_chunk_size", None)
+            kind = "sliding_attention" if window else "chunked_attention"
+            kind = kind if (window or chunk) else "full_attention"
+            types = [kind] * layers
+        windows = [
+            getattr(config, "sliding_window", None)
+            if t == "sliding_attention"
+            else getattr(config, "attention_chunk_size", None)
+            if t == "chunked_attention"
+            else None
+            for t in types
+        ]
+    types = list(types)[:layers]
+    unknown = sorted({t for t in types if t not in ATTENTION_TYPES})
+    if unknown:
+        kind = getattr(config, "model_type", "this model")
+        raise EstimateError(
+            f"{kind}'s {', '.join(unknown)} layers keep a recurrent state, which the "
+            "KV cache estimate does not count: only attention layers' caches are known"
+        )
+    return list(zip(types, windows[:layers], strict=True))
+
+
+def kv_widths(config) -> tuple[int, int]:
+    """Values a layer caches per token: ``(keys, values)``. Multi-head latent attention
+    (a config with ``kv_lora_rank``, DeepSeek-V2/V3's) caches its compressed latent,
+    ``kv_lora_rank`` values, and the rotary key all heads share, ``qk_rope_head_dim``;
+    other attention ``num_key_value_heads`` heads of ``head_dim`` values for each (the
+    values' own ``v_head_dim`` where the config has one)."""
+    latent = getattr(config, "kv_lora_rank", None)
+    if latent:
+        return latent, config.qk_rope_head_dim
+    heads = _kv_heads(config)
+    value_dim = getattr(config, "v_head_dim", None) or _head_dim(config)
+    return heads * _head_dim(config), heads * value_dim
+
+
+def kv_value_bytes(
+    tokens: int,
+    bytes_per_value: int = 2,
+    kv_quant: str | None = None,
+    kv_group: int = 64,
+    kv_residual: int = 128,
+) -> float:
+    """Bytes per cached value, averaged over ``tokens`` tokens: ``bytes_per_value``
+    stored as it is; fp8 one byte (and a scale per layer); int4 and int2 half and a
+    quarter of one, plus a scale and a zero point in ``bytes_per_value`` for every
+    ``kv_group`` values, except up to ``kv_residual`` tokens kept as they are.
+    transformers' ``QuantizedCache`` quantizes the prompt whole, keeps new tokens as
+    they are until ``residual_length`` have gathered, then quantizes them too: the count
+    here, ``min(tokens, kv_residual)``, is the most it holds unquantized (measured in the
+    block-scaled formats chapter)."""
+    if kv_quant not in KV_QUANTS:
+        choices = ", ".join(str(q) for q in KV_QUANTS)
+        raise EstimateError(f"unknown kv_quant {kv_quant!r}; choose one of {choices}")
+    if kv_quant is None or tokens == 0:
+        return bytes_per_value
+    if kv_quant == "fp8":
+        return 1
+    bits = {"int4": 4, "int2": 2}[kv_quant]
+    quantized = bits / 8 + 2 * bytes_per_value / kv_group
+    kept = min(tokens, kv_residual)
+    return (kept * bytes_per_value + (tokens - kept) * quantized) / tokens
+
+
+def kv_cache_layers(
+    config, batch: int, tokens: int, bytes_per_value: int = 2, keep: str = "all"
+) -> list[dict]:
+    """Each decoder layer's cache (:func:`kv_layers`, :func:`kv_widths`): its ``type``,
+    the ``tokens`` it keeps and its ``bytes`` for ``batch`` sequences of ``tokens``
+    tokens, at ``bytes_per_value`` a value. A sliding or chunked layer keeps every token
+    (``keep="all"``) or ``min(tokens, window)`` (``"window"``, :data:`KEEPS`)."""
+    if keep not in KEEPS:
+        raise EstimateError(f"unknown keep {keep!r}; choose one of {', '.join(KEEPS)}")
+    keys, values = kv_widths(config)
+    out = []
+    for kind, window in kv_layers(config):
+        kept = 0 if kind == "dummy" else tokens
+        if window and keep == "window":
+            kept = min(tokens, window)
+        size = batch * kept * (keys + values) * bytes_per_value
+        out.append(dict(type=kind, tokens=kept, bytes=size))
+    return out
+
+
+def kv_cache_bytes(
+    config,
+    batch: int,
+    tokens: int,
+    bytes_per_value: int = 2,
+    keep: str = "all",
+    kv_quant: str | None = None,
+    kv_group: int = 64,
+    kv_residual: int = 128,
+) -> int:
+    """Bytes of the KV cache for ``batch`` sequences of ``tokens`` tokens: every layer's
+    keys and values (:func:`kv_cache_layers`). For a Llama, ``2 x layers x batch x
+    tokens x KV heads x head_dim x bytes_per_value``. ``kv_quant`` stores the values in
+    fewer bits (:func:`kv_value_bytes`)."""
+    layers = kv_cache_layers(config, batch, tokens, 1, keep)
+    total = 0.0
+    for layer in layers:
+        if layer["tokens"]:
+            per_value = kv_value_bytes(
+                layer["tokens"], bytes_per_value, kv_quant, kv_group, kv_residual
+            )
+            total += layer["bytes"] * per_value
+    return round(total)

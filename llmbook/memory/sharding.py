@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .optimizers import optimizer_state_bytes, optimizer_temporaries
 from .steps import PHASES, _layer_numels, step_phases
-from .training import RECIPES, breakdown
+from .training import RECIPES, breakdown, trainable_numels
 from .weights import EstimateError, empty_model, estimate
 
 #: How a data-parallel job spreads its state over GPUs, as PyTorch runs it:
@@ -22,27 +23,19 @@ from .weights import EstimateError, empty_model, estimate
 SHARDINGS = ("ddp", "zero1", "zero2", "zero3")
 
 
-_SHARDED_PARTS = {
-    "ddp": (),
-    "zero1": ("optimizer", "master_weights", "optimizer_temporaries"),
-    "zero2": (
-        "optimizer",
-        "master_weights",
-        "optimizer_temporaries",
-        "gradients",
-        "embedding_gradient",
-        "weights",
-        "adapter",
-    ),
-}
+#: Parts ZeRO-1 divides among the GPUs: each rank keeps the optimizer's state (and a
+#: master copy) of the parameters :func:`zero1_partition` assigns it.
+_ZERO1_PARTS = ("optimizer", "master_weights", "optimizer_temporaries")
 
 
-_SHARDED_PARTS["zero3"] = _SHARDED_PARTS["zero2"]
+#: Parts FSDP2 keeps sharded between steps (each GPU a slice of every tensor).
+_FSDP_SHARDED = ("optimizer", "master_weights", "weights", "adapter")
 
 
-#: Layers FSDP2 holds gathered at once under ``zero3``: the one computing and the next,
-#: whose all-gather it starts early (prefetching).
-GATHERED_LAYERS = 2
+#: The moments of a step under FSDP2 (``zero2``, ``zero3``): :data:`PHASES` and, with
+#: three layers or more, ``backward next``, the second layer's backward pass, while the
+#: first one's gradients are reduced.
+FSDP_PHASES = (*PHASES[:4], "backward next", *PHASES[4:])
 
 
 def sharded_phases(
@@ -51,40 +44,65 @@ def sharded_phases(
     gpus: int = 1,
     sharding: str = "ddp",
     offload: bool = False,
+    rank: int | None = None,
     **options: Any,
 ) -> dict:
     """:func:`step_phases` for one of ``gpus`` GPUs training data-parallel, each on its own
     ``batch`` (``options`` as for :func:`breakdown`), spread as ``sharding`` says
-    (:data:`SHARDINGS`). Sharded parts are divided by ``gpus``; what each engine adds:
+    (:data:`SHARDINGS`). Activations, logits and the loss's buffers are per GPU and not
+    divided. What each engine holds:
 
-    - ``ddp`` and ``zero1``: ``gradient_buckets``, DDP's flat buffers that all-reduce the
-      gradients, as large as the gradients and kept for the whole run (the default
-      ``gradient_as_bucket_view=False``).
-    - ``zero2``: ``gathered_weights``, the whole model in the compute dtype from the first
-      layer's forward pass to the backward pass's end (and its shard besides).
-    - ``zero3``: ``gathered_weights``, the root module (embeddings, head, final norm; FSDP2
-      does not reshard it after the forward pass) and :data:`GATHERED_LAYERS` layers.
-    - ``zero2`` and ``zero3``, full fine-tuning: ``reduce_scatter_buffers``, what FSDP2
-      holds as it reduces a group's gradients: a layer's during the backward pass, the
-      root module's (embeddings, head, final norm) at its end. The fp32 reduce-scatter
-      input, and the 16-bit gradients it is cast from when the compute is in 16 bits.
+    - ``ddp``: a full replica, and ``gradient_buckets``, DDP's flat buffers that
+      all-reduce the gradients, as large as the gradients and kept for the whole run
+      (the default ``gradient_as_bucket_view=False``).
+    - ``zero1`` (``ZeroRedundancyOptimizer`` over DDP): the same, but each rank keeps the
+      optimizer's state, master copy and step temporaries of the whole tensors
+      :func:`zero1_partition` assigns it; ``rank`` picks one (default: the rank holding
+      the most).
+    - ``zero2`` and ``zero3`` (FSDP2's ``fully_shard`` on each decoder layer and on the
+      whole model): weights and optimizer states are sharded (a ``1/gpus`` slice of each
+      tensor), gradients too once reduced, and the moments are :data:`FSDP_PHASES`.
+      ``gathered_weights``: the root module (embeddings, head, final norm; FSDP2 keeps it
+      gathered from the forward pass to the backward pass's end) plus the layers
+      gathered at that moment. FSDP2 gathers a layer into a flat buffer and copies its
+      parameters out of it; in the forward pass it frees the buffer only once the next
+      layer has been gathered (``wait_for_unshard``), in the backward pass right after
+      the copy, and prefetches the next layer instead. So under ``zero3`` (resharding after forward)
+      two layers' worth are gathered while a layer computes, forward or backward; one
+      (the last layer's buffer) as the loss is computed; one (the top layer, which the
+      root prefetches) during the loss's backward. Under ``zero2`` every layer stays
+      gathered from its forward pass to its backward pass, with one buffer more in the
+      forward pass.
+      ``layer_gradients``: the whole gradients of the layer computing its backward pass
+      (in the compute dtype, until its reduce-scatter); ``root_gradients``: the root
+      module's whole gradients, reduced only at the backward pass's end;
+      ``reduce_scatter_buffers``: the reduce-scatter input of the group reduced last
+      (FSDP2's ``reduce_dtype``, fp32; bf16 for ``full-bf16``), alive until the next
+      group's reduction; ``gradients``: the shards reduced so far.
 
     ``offload`` (``zero2`` and ``zero3``: FSDP2's ``CPUOffloadPolicy``) keeps the sharded
-    weights, gradients and optimizer states in CPU memory and steps the optimizer there:
-    the GPU holds what is gathered and computed. Under FSDP2 (``zero2``, ``zero3``) the
-    recipe ``full`` means a ``MixedPrecisionPolicy`` with bf16 parameters and fp32
+    weights, gradients and optimizer states in CPU memory and steps the optimizer there
+    (:func:`offloaded_bytes`): the GPU holds what is gathered and computed. Under FSDP2
+    the recipe ``full`` means a ``MixedPrecisionPolicy`` with bf16 parameters and fp32
     gradient reduction instead of ``torch.autocast``: the gathered bf16 weights replace
-    autocast's copies. Activations, logits and the loss's
-    buffers are per GPU and not divided. ``gpus=1`` with ``ddp`` adds the buckets to
-    :func:`step_phases`; the single-process numbers are :func:`step_phases`' own.
+    autocast's copies, and the whole forward pass computes in bf16, so the activations
+    are a bf16 model's. ``gpus=1`` with ``ddp`` adds the buckets to :func:`step_phases`.
 
     Measured on CPU processes with gloo (the book's tests and its sharded-training
-    chapter): weights and gradients per process to the byte, optimizer states within
-    0.1%, each process's peak within 10% (the peak of one job moves by a few percent from
-    run to run with the timing of the asynchronous collectives). Not counted: NCCL's own
-    buffers and the CUDA caching allocator's rounding on GPUs, DeepSpeed's buffers (its
-    stage 2 keeps the 16-bit weights whole, where FSDP2 keeps them sharded between
-    steps), and the embedding's extra reduction when FSDP2 wraps a tied embedding.
+    chapter), each moment against the same moment of a real step, leaving out the
+    backend's own copies of each message (gloo copies the whole message for every
+    all-gather and reduce-scatter; NCCL works in the tensors it is given): weights,
+    gradients and optimizer states per process to the byte, the peak within the tests'
+    tolerance. Not counted: NCCL's own buffers and the CUDA caching allocator's rounding
+    on GPUs; FSDP2's padding of a tensor whose first dimension ``gpus`` does not divide;
+    DeepSpeed's buffers (its stage 2 keeps the 16-bit weights whole, where
+    FSDP2 keeps them sharded between steps). The layout counted is ``fully_shard`` on
+    each decoder layer and on the whole model, the root left with its default
+    ``reshard_after_forward``: a root resharded after forward, or wrappers that shard
+    the embedding and the head as units of their own (accelerate's), gather them again
+    in the backward pass. Under the mixed-precision policy the reduction is in fp32
+    only with ``reduce_dtype=torch.float32``, as counted; without it FSDP2 reduces in
+    bf16.
     """
     if sharding not in SHARDINGS:
         raise EstimateError(
@@ -98,98 +116,239 @@ def sharded_phases(
         raise EstimateError(
             "offload applies to zero2 and zero3 (FSDP2's CPUOffloadPolicy)"
         )
+    if sharding in ("zero2", "zero3"):
+        return _fsdp_phases(config, recipe, gpus, sharding, offload, **options)
     phases = step_phases(config, recipe, **options)
-    sharded = _SHARDED_PARTS[sharding]
     grads = breakdown(config, recipe, **options)["gradients"]
-    gathered = _gathered_bytes(config, recipe, sharding, **options)
-    holds_gathered = PHASES[: PHASES.index("embedding backward") + 1]
-    reducing = {
-        "backward start": _reduce_bytes(config, recipe, sharding, "layer"),
-        "backward end": _reduce_bytes(config, recipe, sharding, "layer"),
-        "embedding backward": _reduce_bytes(config, recipe, sharding, "root"),
-    }
+    mine = {}
+    if sharding == "zero1":
+        mine = _zero1_rank_parts(config, recipe, gpus, rank, **options)
     result = {}
     for moment, parts in phases.items():
-        new = {k: -(-v // gpus) if k in sharded else v for k, v in parts.items()}
-        if offload:  # the shards live in CPU memory
-            new = {k: v for k, v in new.items() if k not in sharded}
-        if sharding in ("ddp", "zero1"):
-            new["gradient_buckets"] = grads
-        elif moment in holds_gathered:
-            new.pop("autocast_cache", None)
-            new["gathered_weights"] = gathered
-            if reducing.get(moment):
-                new["reduce_scatter_buffers"] = reducing[moment]
-        else:
-            new.pop("autocast_cache", None)
+        new = dict(parts)
+        for part in _ZERO1_PARTS:
+            if part in new and part in mine:  # this rank's share of the parts
+                new[part] = mine[part]
+                if not new[part]:
+                    del new[part]
+        new["gradient_buckets"] = grads
         result[moment] = new
     return result
 
 
-#: What CPU offload keeps in CPU memory: the sharded state between steps. Not foreach
-#: AdamW's copies (``optimizer_temporaries``): by default (``foreach=None``) torch picks the
-#: ``foreach`` step only when every parameter is on a CUDA, XPU, MTIA or PrivateUse1
-#: device (``torch/optim/optimizer.py``, ``_default_to_fused_or_foreach``), so AdamW over
-#: CPU shards loops over them one at a time (``foreach=True`` would add the copies back).
+def zero1_partition(
+    config, recipe: str = "full", gpus: int = 2, lora_rank: int = 16
+) -> list[list[int]]:
+    """The element counts of the trainable tensors each of ``gpus`` ranks updates under
+    ``ZeroRedundancyOptimizer``: it sorts the parameters by size, largest first, and
+    gives each to the rank with the fewest elements so far, the lowest rank on a tie
+    (``torch/distributed/optim/zero_redundancy_optimizer.py``,
+    ``_partition_parameters``). Whole tensors, so the ranks are not equal shares: one
+    may hold up to the largest tensor more than ``1/gpus`` of all."""
+    numels = trainable_numels(config, recipe, lora_rank)
+    ranks: list[list[int]] = [[] for _ in range(gpus)]
+    sizes = [0] * gpus
+    for numel in sorted(numels, reverse=True):
+        least = sizes.index(min(sizes))
+        ranks[least].append(numel)
+        sizes[least] += numel
+    return ranks
+
+
+def _zero1_rank_parts(config, recipe, gpus, rank, **options) -> dict:
+    """ZeRO-1's divided parts (:data:`_ZERO1_PARTS`) on ``rank`` (None: the rank whose
+    optimizer state is largest)."""
+    ranks = zero1_partition(config, recipe, gpus, options.get("lora_rank", 16))
+    optimizer = options.get("optimizer", "adamw")
+    width = 2 if recipe == "full-bf16" else 4
+    states = [optimizer_state_bytes(r, optimizer, width) for r in ranks]
+    if rank is None:
+        rank = states.index(max(states))
+    if not 0 <= rank < gpus:
+        raise EstimateError(f"rank must be from 0 to {gpus - 1}, not {rank}")
+    numels = ranks[rank]
+    impl = options.get("optimizer_impl", "foreach")
+    master = recipe == "full-master"
+    return {
+        "optimizer": states[rank],
+        "master_weights": 4 * sum(numels) if master else 0,
+        "optimizer_temporaries": 0
+        if master
+        else optimizer_temporaries(numels, optimizer, impl, width),
+    }
+
+
+def _fsdp_phases(config, recipe, gpus, sharding, offload, **options) -> dict:
+    """:func:`sharded_phases` for FSDP2 (``zero2``, ``zero3``), moment by moment."""
+    import torch
+
+    compute = "bf16" if recipe == "full" else None  # MixedPrecisionPolicy, no autocast
+    phases = step_phases(config, recipe, _compute=compute, **options)
+    layers = config.num_hidden_layers
+    n = estimate(config, torch.bfloat16).n_parameters
+    layer = _layer_numels(config, "full", 0)
+    lora_rank = options.get("lora_rank", 16)
+    if recipe in ("lora", "qlora"):  # the frozen base gathered as stored
+        whole = breakdown(config, recipe, **options)["weights"]
+        trained_layer = _layer_numels(config, recipe, lora_rank)
+        trained_root = 0
+    else:
+        whole = (4 if recipe == "full-fp32" else 2) * n
+        trained_layer, trained_root = layer, n - layers * layer
+    trained = trainable_numels(config, recipe, lora_rank)
+    layer_bytes = whole * layer // n
+    root_bytes = whole - layers * layer_bytes
+    # the root's gradients in the backward pass: the head's and the final norm's; the
+    # input embedding's (or a tied one's own, :func:`step_phases`) come at its end
+    root_backward = trained_root
+    if trained_root and not getattr(config, "tie_word_embeddings", False):
+        root_backward -= config.vocab_size * config.hidden_size
+    # gradients: whole in the compute dtype (fp32 for the adapters), sharded in the
+    # parameters' dtype (fp32 under the mixed-precision policy), reduced in fp32
+    lora = recipe in ("lora", "qlora")
+    compute_width = 4 if recipe == "full-fp32" or lora else 2
+    shard_width = 2 if recipe in ("full-bf16", "full-master") else 4
+    reduce_width = 2 if recipe == "full-bf16" else 4
+    state_width = 2 if recipe == "full-bf16" else 4
+
+    def shard(numel: int) -> int:  # gradients reduced so far (in CPU memory: offload)
+        return 0 if offload else -(-shard_width * numel // gpus)
+
+    one_layer = _one_layer_activations(config, recipe, compute, phases, **options)
+    # layers gathered besides the root. In the forward pass FSDP2 frees a layer's flat
+    # all-gather output only once the next layer has been gathered, before that one's
+    # copy-out (``wait_for_unshard``); in the backward pass right after its own
+    # copy-out, and then prefetches the next layer; it reshards a layer before reducing
+    # its gradients (``post_backward``). Each backward moment is
+    # the largest of: the layer computing, the layer being reduced, and (zero3) the
+    # layer's parameters being copied out of its flat buffer
+    if sharding == "zero2":  # every layer stays gathered until its backward pass
+        forward = {"layer forward": layers + 1, "forward": layers + 1}
+        forward["loss backward"] = layers
+        backward = {
+            "backward start": (layers, layers - 1),
+            "backward next": (layers - 1, layers - 2),
+        }
+    else:
+        forward = {"layer forward": 2, "forward": 1, "loss backward": 1}
+        backward = {"backward start": (2, 1), "backward next": (2, 1)}
+    backward["backward end"] = (1, 0)
+    # layers whose gradients are reduced before each backward moment
+    above = {"backward start": 0, "backward next": 1, "backward end": layers - 1}
+    layer_reduce = reduce_width * trained_layer
+    kept = {}
+    for part in _FSDP_SHARDED:
+        value = phases["optimizer step"].get(part, 0)
+        if value and not offload:
+            kept[part] = -(-value // gpus)
+    skip = (*_FSDP_SHARDED, "gradients", "optimizer_temporaries", "autocast_cache")
+    skip += ("embedding_gradient",)
+    result = {}
+    for moment in FSDP_PHASES:
+        if moment == "backward next" and layers < 3:  # it is the last layer's
+            continue
+        source = phases["backward start" if moment == "backward next" else moment]
+        parts = dict(kept)
+        parts.update((k, v) for k, v in source.items() if k not in skip)
+        if moment in forward:
+            parts["gathered_weights"] = root_bytes + forward[moment] * layer_bytes
+        elif moment in backward:  # as the layer computes, or as it is reduced
+            computing, reducing = dict(parts), dict(parts)
+            if moment == "backward next":
+                computing["activations"] = computing.get("activations", 0) - one_layer
+            reducing["activations"] = computing.get("activations", 0) - one_layer
+            reducing.pop("backward_workspace", None)
+            for new, gathered, done in (
+                (computing, backward[moment][0], above[moment]),
+                (reducing, backward[moment][1], above[moment] + 1),
+            ):
+                new["gathered_weights"] = root_bytes + gathered * layer_bytes
+                new["root_gradients"] = compute_width * root_backward
+                new["gradients"] = shard(done * trained_layer)
+            if above[moment]:  # the layer reduced last, until the next reduction
+                computing["reduce_scatter_buffers"] = layer_reduce
+            reducing["layer_gradients"] = compute_width * trained_layer
+            reducing["reduce_scatter_buffers"] = layer_reduce
+            candidates = [computing, reducing]
+            if (
+                sharding == "zero3"
+            ):  # as it copies its parameters out of the flat buffer
+                copying = dict(computing)
+                copying.pop("backward_workspace", None)
+                copying["gathered_weights"] = root_bytes + 2 * layer_bytes
+                candidates.append(copying)
+            parts = max(candidates, key=lambda d: sum(d.values()))
+        elif moment == "embedding backward":  # the root computes, then is reduced
+            root_grads = compute_width * trained_root
+            root_grads += source.get("embedding_gradient", 0)
+            parts.update(gathered_weights=root_bytes, root_gradients=root_grads)
+            parts["gradients"] = shard(layers * trained_layer)
+            computing = dict(parts, reduce_scatter_buffers=layer_reduce)
+            reducing = dict(parts, reduce_scatter_buffers=reduce_width * trained_root)
+            reducing["gradients"] += shard(trained_root)
+            reducing["gathered_weights"] = 0  # resharded before it is reduced
+            parts = max(computing, reducing, key=lambda d: sum(d.values()))
+        elif not offload:  # the optimizer step
+            parts["gradients"] = shard(sum(trained))
+            if recipe != "full-master":
+                parts["optimizer_temporaries"] = optimizer_temporaries(
+                    [-(-k // gpus) for k in trained],
+                    options.get("optimizer", "adamw"),
+                    options.get("optimizer_impl", "foreach"),
+                    state_width,
+                )
+        result[moment] = {k: v for k, v in parts.items() if v}
+    return result
+
+
+def _one_layer_activations(config, recipe, compute, phases, **options) -> int:
+    """What one layer keeps for the backward pass (its input alone with checkpointing):
+    the backward pass's activations less those of the same model one layer shorter."""
+    import copy
+
+    if config.num_hidden_layers < 2:
+        return phases["backward start"].get("activations", 0)
+    shorter = copy.copy(config)
+    shorter.num_hidden_layers = config.num_hidden_layers - 1
+    if getattr(config, "layer_types", None) is not None:  # the top layer goes
+        shorter.layer_types = list(config.layer_types)[: shorter.num_hidden_layers]
+    fewer = step_phases(shorter, recipe, _compute=compute, **options)
+    start = phases["backward start"].get("activations", 0)
+    return start - fewer["backward start"].get("activations", 0)
+
+
+#: What CPU offload keeps in CPU memory between steps: the sharded state.
 OFFLOADED_PARTS = ("weights", "master_weights", "gradients", "adapter", "optimizer")
 
 
 def offloaded_bytes(
     config, recipe: str = "full", gpus: int = 1, sharding: str = "zero3", **options: Any
 ) -> dict:
-    """CPU memory that FSDP2's ``CPUOffloadPolicy`` needs for one of ``gpus`` processes:
-    its shards of :data:`OFFLOADED_PARTS` (the parts :func:`sharded_phases` with
-    ``offload=True`` takes off the GPU), by part, in bytes. A host running all ``gpus``
-    processes holds ``gpus`` times this (pinned memory, for the copies to the GPUs).
-    Full fine-tuning with fp32 weights and AdamW: 16 bytes per parameter over all
-    processes (weights, gradients and two states in fp32)."""
+    """CPU memory that FSDP2's ``CPUOffloadPolicy`` needs for one of ``gpus`` processes,
+    by part, in bytes: its shards of :data:`OFFLOADED_PARTS` (the parts
+    :func:`sharded_phases` with ``offload=True`` takes off the GPU) and the temporaries
+    of the optimizer step it runs there. By default (``foreach=None``) torch picks the
+    ``foreach`` step only when every parameter is on a CUDA, XPU, MTIA or PrivateUse1
+    device (``torch/optim/optimizer.py``, ``_default_to_fused_or_foreach``), so AdamW over
+    CPU shards loops over them (``for-loop``: two copies of the largest shard for a
+    moment, :func:`optimizer_temporaries`); ``optimizer_impl`` says otherwise
+    (``foreach`` would add a copy of every shard). A host running all ``gpus`` processes
+    holds ``gpus`` times this (pinned memory, for the copies to the GPUs). Full
+    fine-tuning with fp32 weights and AdamW: 16 bytes per parameter over all processes
+    (weights, gradients and two states in fp32), and the temporaries."""
     if sharding not in ("zero2", "zero3"):
         raise EstimateError(
             "offload applies to zero2 and zero3 (FSDP2's CPUOffloadPolicy)"
         )
     options.pop("offload", None)  # what the GPU keeps does not change the shards
+    options.setdefault("optimizer_impl", "for-loop")  # torch's default on a CPU
     kept = sharded_phases(config, recipe, gpus, sharding, False, **options)
     kept = kept["optimizer step"]
-    return {k: v for k, v in kept.items() if k in OFFLOADED_PARTS}
-
-
-def _reduce_bytes(config, recipe: str, sharding: str, group: str) -> int:
-    """Bytes FSDP2 holds while it reduces one group's gradients (``group``: "layer" or
-    "root", the embeddings, head and final norm): the fp32 reduce-scatter input and, when
-    the gradients are computed in 16 bits, those gradients beside it (measured on CPU:
-    computing in fp32, the group's whole gradients were not alive beside the input).
-    Full fine-tuning only: LoRA's frozen base has no gradients to reduce."""
-    if sharding not in ("zero2", "zero3") or not recipe.startswith("full"):
-        return 0
-    import torch
-
-    layer = _layer_numels(config, "full", 0)
-    numel = layer
-    if group == "root":
-        numel = estimate(config, torch.bfloat16).n_parameters
-        numel -= config.num_hidden_layers * layer
-    return (0 if recipe == "full-fp32" else 2) * numel + 4 * numel
-
-
-def _gathered_bytes(config, recipe: str, sharding: str, **options: Any) -> int:
-    """Bytes of weights FSDP2 holds gathered at once (see :func:`sharded_phases`): the
-    whole model under ``zero2``, the root and :data:`GATHERED_LAYERS` layers under
-    ``zero3``; in the compute dtype (fp32 for ``full-fp32``, else 16 bits), or as stored
-    for LoRA's frozen base."""
-    import torch
-
-    if sharding not in ("zero2", "zero3"):
-        return 0
-    n = estimate(config, torch.bfloat16).n_parameters
-    if recipe in ("lora", "qlora"):
-        whole = breakdown(config, recipe, **options)["weights"]
-    else:
-        whole = (4 if recipe == "full-fp32" else 2) * n
-    if sharding == "zero2":
-        return whole
-    layer = _layer_numels(config, "full", 0)
-    kept = n - (config.num_hidden_layers - GATHERED_LAYERS) * layer
-    return whole * kept // n
+    return {
+        k: v
+        for k, v in kept.items()
+        if k in OFFLOADED_PARTS or k == "optimizer_temporaries"
+    }
 
 
 def collective_bytes(config, recipe: str = "full-fp32", sharding: str = "ddp") -> dict:

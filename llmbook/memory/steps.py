@@ -12,6 +12,8 @@ from typing import Any
 
 from .activations import _compute_mode, _width, training_activation_bytes
 from .gpus import usable_bytes
+from .kv_cache import kv_cache_bytes
+from .optimizers import optimizer_temporaries
 from .shapes import _block_linears
 from .training import breakdown, trainable_numels
 from .weights import empty_model
@@ -110,7 +112,9 @@ PHASES = (
 )
 
 
-def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
+def step_phases(
+    config, recipe: str = "inference", _compute: str | None = None, **options: Any
+) -> dict:
     """The parts alive at each moment of a job (``options`` as for :func:`breakdown`),
     as ``{moment: {part: bytes}}``; the largest total is the job's peak (:func:`peak`).
 
@@ -150,15 +154,16 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
       input embedding's own gradient, computed apart and added to the head's (measured:
       two more embedding-sized tensors in the gradients' dtype, the gradient and the sum
       it makes; one under autocast).
-    - ``optimizer step``: weights, gradients, states and the optimizer's temporaries:
-      torch's AdamW on a GPU defaults to its ``foreach`` implementation, which computes
-      the denominator of every tensor at once (one more copy of the trainable parameters,
-      in the states' dtype; ``fused=True`` avoids it); bitsandbytes' 8-bit AdamW and SGD
-      with momentum update in place, as do the fused optimizers of Apex and DeepSpeed
-      (``full-master``; DeepSpeed's bf16 optimizer also keeps fp32 gradients, 4 bytes per
-      parameter more). On a CPU, torch's default loops over tensors and holds a few of
-      them instead; bitsandbytes' CPU 8-bit step dequantizes the states (measured: about
-      8 bytes per parameter more), unlike its GPU kernel.
+    - ``optimizer step``: weights, gradients, states and the optimizer's temporaries
+      (:func:`optimizer_temporaries`), which depend on how torch's AdamW runs
+      (``optimizer_impl``): ``foreach`` (torch's default on a GPU) computes the
+      denominator of every tensor at once, one more copy of the trainable parameters in
+      the states' dtype; ``for-loop`` (torch's default on a CPU) updates one tensor at a
+      time and holds two copies of the largest; ``fused`` holds none. bitsandbytes' 8-bit
+      AdamW and SGD with momentum update in place, as do the fused optimizers of Apex and
+      DeepSpeed (``full-master``; DeepSpeed's bf16 optimizer also keeps fp32 gradients, 4
+      bytes per parameter more). bitsandbytes' CPU 8-bit step dequantizes the states
+      (measured: about 8 bytes per parameter more), unlike its GPU kernel: not counted.
 
     What was measured, and what was not: CPU steps of Llama-style models with SDPA, fp32,
     bf16 and autocast, full fine-tuning, LoRA and QLoRA, 2 to 8 layers. ``full-master``
@@ -170,6 +175,17 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
     flash kernel takes, so fp32 compute and GPUs without it (a T4) may fall back to the
     math kernel, which keeps the scores; count those as ``attention="eager"``.
 
+    ``_compute`` (private) overrides how the recipe computes its activations: FSDP2 with
+    a bf16 ``MixedPrecisionPolicy`` runs recipe ``full`` wholly in bf16, no autocast.
+
+    ``out`` also holds the KV cache transformers builds in the forward pass
+    (``use_cache``, its default, unless gradient checkpointing turns it off): the keys
+    and values the layers save for the backward pass, which stay alive in ``out`` once
+    the backward pass has freed them: ``output_cache`` in the backward pass's last layer
+    (the layers done), the embedding's backward and the optimizer step,
+    ``previous_cache`` in the next forward pass. ``use_cache=False`` (or
+    ``model.config.use_cache = False``, as training scripts often set) drops them.
+
     The logits are counted through the optimizer step because the loop above holds
     ``out`` until the next batch; a loop that keeps only the loss (Hugging Face's
     ``Trainer``) frees them after the forward pass. With gradient accumulation the
@@ -179,7 +195,16 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
     if recipe == "inference":
         return {"prompt pass": parts}
     width = _width(options.get("dtype", "bfloat16"))
-    compute = _compute_mode(recipe, width)
+    compute = _compute or _compute_mode(recipe, width)
+    if _compute:  # FSDP2's MixedPrecisionPolicy: the whole model computes in bf16
+        parts["activations"] = training_activation_bytes(
+            config,
+            options.get("batch", 1),
+            options.get("context", 2048),
+            options.get("checkpointing", False),
+            _compute,
+            attention=options.get("attention", "sdpa"),
+        )
     batch, context = options.get("batch", 1), options.get("context", 2048)
     checkpointing = options.get("checkpointing", False)
     rank = options.get("lora_rank", 16)
@@ -205,7 +230,7 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
         late_numels += config.vocab_size * config.hidden_size
     grad_width = 2 if recipe in ("full-bf16", "full-master") else 4
     cast = {}
-    if recipe == "full":  # autocast's bf16 weight copies
+    if recipe == "full" and compute == "autocast":  # autocast's bf16 weight copies
         head = 2 * config.vocab_size * config.hidden_size
         one_layer = (parts["autocast_cache"] - head) // config.num_hidden_layers
         cast = {
@@ -218,9 +243,13 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
             "backward end": one_layer,
         }
     temporaries = 0
-    if options.get("optimizer", "adamw") == "adamw" and recipe != "full-master":
-        numels = sum(trainable_numels(config, recipe, rank))
-        temporaries = (2 if recipe == "full-bf16" else 4) * numels
+    if recipe != "full-master":  # DeepSpeed's and Apex's fused steps hold none
+        temporaries = optimizer_temporaries(
+            trainable_numels(config, recipe, rank),
+            options.get("optimizer", "adamw"),
+            options.get("optimizer_impl", "foreach"),
+            2 if recipe == "full-bf16" else 4,
+        )
 
     tied_extra = 0
     if recipe.startswith("full") and getattr(config, "tie_word_embeddings", False):
@@ -237,6 +266,14 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
     if recipe == "qlora":  # bitsandbytes dequantizes one projection at a time
         dequantized = width * max(a * b for a, b in _block_linears(config))
 
+    # the KV cache transformers builds in the forward pass (``use_cache``, on unless
+    # checkpointing turns it off): the keys and values the layers save for backward,
+    # which the loop's ``out`` keeps once the backward pass has freed them
+    cache = 0
+    if options.get("use_cache", True) and not checkpointing:
+        cache = kv_cache_bytes(config, batch, context, 4 if compute == "fp32" else 2)
+    layers = config.num_hidden_layers
+
     def moment(name: str, **more: int) -> dict[str, int]:
         extra = {"autocast_cache": cast.get(name, 0), "logits": logits, **more}
         return {**kept, **{k: v for k, v in extra.items() if v}}
@@ -249,12 +286,14 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
             dequantized_weight=dequantized,
             logits=0,  # this step's do not exist yet
             previous_logits=logits,
+            previous_cache=cache,
         ),
         "forward": moment(
             "forward",
             activations=saved,
             logits_fp32=0 if compute == "fp32" else 4 * tokens_v,
             previous_logits=logits,
+            previous_cache=cache,
         ),
         "loss backward": moment(
             "loss backward",
@@ -274,6 +313,7 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
             "backward end",
             gradients=parts["gradients"] - grad_width * late_numels,
             activations=layer,
+            output_cache=cache * (layers - 1) // layers,  # the layers done
             backward_workspace=workspace,
             dequantized_weight=dequantized,
         ),
@@ -281,11 +321,13 @@ def step_phases(config, recipe: str = "inference", **options: Any) -> dict:
             "embedding backward",
             gradients=parts["gradients"],
             embedding_gradient=tied_extra,
+            output_cache=cache,
         ),
         "optimizer step": moment(
             "optimizer step",
             gradients=parts["gradients"],
             optimizer_temporaries=temporaries,
+            output_cache=cache,
         ),
     }
 

@@ -13,7 +13,7 @@ from .activations import (
     training_activation_bytes,
 )
 from .kv_cache import kv_cache_bytes
-from .optimizers import optimizer_state_bytes
+from .optimizers import OPTIMIZER_IMPLS, optimizer_state_bytes
 from .shapes import _block_linears
 from .weights import EstimateError, empty_model, estimate
 
@@ -78,11 +78,20 @@ def breakdown(
     lora_rank: int = 16,
     optimizer: str = "adamw",
     attention: str = "sdpa",
+    optimizer_impl: str = "foreach",
+    kv_dtype=None,
+    kv_quant: str | None = None,
+    kv_keep: str = "all",
+    use_cache: bool = True,
 ) -> dict[str, int]:
     """Bytes of each part of a job, by recipe; what the web page's calculator shows.
 
     - ``inference``: weights in ``dtype`` (or quantized), the KV cache of ``batch`` x
-      ``context`` tokens and one layer's prompt-pass activations, both in the compute dtype.
+      ``context`` tokens and one layer's prompt-pass activations, both in the compute
+      dtype. The cache follows the model's layers (:func:`kv_cache_bytes`): ``kv_keep``
+      says what sliding-window layers keep (``"all"``: transformers' cache through the
+      prompt pass; ``"window"``: from the first new token on, and in vLLM), ``kv_dtype``
+      stores it in another dtype, ``kv_quant`` in fp8, int4 or int2.
     - ``full``: ``torch.autocast`` to bf16 over fp32 weights with AdamW: fp32 weights and
       gradients, two fp32 moments, autocast's bf16 weight copies, activations (18 bytes
       per parameter before activations).
@@ -100,7 +109,10 @@ def breakdown(
     ``attention`` ("sdpa" or "eager") applies to the training recipes' activations.
     The optimizer's state follows :func:`optimizer_state_bytes` (``optimizer``: "adamw",
     "adamw8bit" or "sgd" with momentum) over the tensors :func:`trainable_numels` lists,
-    kept in the trained tensors' dtype (bf16 for ``full-bf16``, else fp32). Weights are
+    kept in the trained tensors' dtype (bf16 for ``full-bf16``, else fp32);
+    ``optimizer_impl`` (:data:`OPTIMIZER_IMPLS`) says how AdamW steps, and ``use_cache``
+    whether the model's output keeps a KV cache; both change only the moments of a step
+    (:func:`step_phases`), not these parts. Weights are
     exact (:func:`estimate`); activations follow :func:`training_activation_bytes`.
     """
     import torch
@@ -109,12 +121,19 @@ def breakdown(
         raise EstimateError(
             f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}"
         )
+    if optimizer_impl not in OPTIMIZER_IMPLS:
+        raise EstimateError(
+            f"unknown optimizer_impl {optimizer_impl!r}; choose one of "
+            + ", ".join(OPTIMIZER_IMPLS)
+        )
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     width = _width(dtype)
     if recipe == "inference":
+        kv_width = width if kv_dtype is None else _width(kv_dtype)
+        kv = kv_cache_bytes(config, batch, context, kv_width, kv_keep, kv_quant)
         return {
             "weights": estimate(config, dtype, quantization, double_quant).total_bytes,
-            "kv_cache": kv_cache_bytes(config, batch, context, width),
+            "kv_cache": kv,
             "activations": prefill_activation_bytes(config, batch, context, width),
         }
     compute = _compute_mode(recipe, width)

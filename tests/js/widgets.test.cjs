@@ -147,6 +147,7 @@ test("a GPU's share of a data-parallel job equals llmbook.memory.sharded_phases"
   const failures = [];
   for (const row of V.sharded) {
     const got = W.shardedPhases(row.config, row.options);
+    assert.deepEqual(Object.keys(got), Object.keys(row.phases), `${row.name} ${JSON.stringify(row.options)}`);
     for (const [moment, parts] of Object.entries(row.phases)) {
       assert.deepEqual(Object.keys(got[moment]).sort(), Object.keys(parts).sort(), `${row.name} ${moment}`);
       for (const [k, v] of Object.entries(parts)) {
@@ -171,7 +172,10 @@ test("CPU offload's host memory equals llmbook.memory.offloaded_bytes", () => {
     if (JSON.stringify(got) !== JSON.stringify(row.offloaded)) {
       failures.push(`${row.name} ${JSON.stringify(row.options)}: ${JSON.stringify(got)} vs ${JSON.stringify(row.offloaded)}`);
     }
-    assert.ok(!("optimizer_temporaries" in got), "a CPU step does not use foreach");
+    if (row.options.recipe !== "full-master") { // torch's default on a CPU: the for-loop
+      const loop = W.offloadedBytes(row.config, Object.assign({}, row.options, { optimizer_impl: "for-loop" }));
+      assert.deepEqual(got, loop);
+    }
   }
   assert.ok(rows.length > 50);
   assert.deepEqual(failures.slice(0, 5), []);
@@ -183,4 +187,22 @@ test("bad options fail with a message", () => {
   assert.throws(() => W.breakdown(V.memory[0].config, { dtype: "float8" }), /unknown dtype/);
   assert.throws(() => W.breakdown(V.memory[0].config, { recipe: "full", optimizer: "lion" }), /unknown optimizer/);
   assert.throws(() => W.breakdown(V.memory[0].config, { recipe: "full", attention: "flex" }), /unknown attention/);
+  assert.throws(() => W.stepPhases(V.memory[0].config, { recipe: "full", optimizer_impl: "vectorised" }),
+    /unknown optimizer_impl/);
+  assert.throws(() => W.shardedPhases(V.memory[0].config, { sharding: "zero1", gpus: 2, rank: 2 }), /rank/);
+});
+
+test("every part the memory model names has a label and a colour on the page", () => {
+  const names = new Set();
+  for (const row of V.memory) for (const parts of Object.values(row.phases)) Object.keys(parts).forEach((k) => names.add(k));
+  for (const row of V.sharded) for (const parts of Object.values(row.phases)) Object.keys(parts).forEach((k) => names.add(k));
+  for (const row of V.sharded) Object.keys(row.offloaded || {}).forEach((k) => names.add(k));
+  assert.ok(names.has("layer_gradients") && names.has("root_gradients"));
+  const colours = new Set();
+  for (const k of names) {
+    assert.ok(W.PART_LABELS[k], `no label for ${k}`);
+    assert.ok(W.PART_COLORS[k], `no colour for ${k}`);
+    colours.add(W.PART_COLORS[k]);
+  }
+  assert.equal(colours.size, names.size, "two parts share a colour");
 });

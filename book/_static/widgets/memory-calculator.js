@@ -14,15 +14,18 @@
     logits_fp32: "the loss's fp32 copy of the logits", loss_backward: "the loss's backward (fp32 gradients)",
     backward_workspace: "the working layer's transients", forward_workspace: "the last layer's forward transients",
     dequantized_weight: "one projection dequantized",
-    embedding_gradient: "tied embedding's own gradient", optimizer_temporaries: "optimizer temporaries (foreach)",
+    embedding_gradient: "tied embedding's own gradient", optimizer_temporaries: "the optimizer step's temporaries",
     gradient_buckets: "DDP's gradient buckets", gathered_weights: "FSDP's gathered weights",
-    reduce_scatter_buffers: "FSDP's reduce-scatter buffers" };
+    reduce_scatter_buffers: "FSDP's reduce-scatter input", layer_gradients: "the layer's whole gradients (FSDP)",
+    root_gradients: "embeddings' and head's whole gradients (FSDP)",
+    output_cache: "the KV cache the loop's output keeps", previous_cache: "the previous step's KV cache" };
   const PART_COLORS = { weights: "#0072B2", kv_cache: "#E69F00", activations: "#009E73", gradients: "#CC79A7",
     master_weights: "#56B4E9", optimizer: "#D55E00", adapter: "#F0E442", autocast_cache: "#999999",
     logits: "#882255", previous_logits: "#CC6677", logits_fp32: "#AA4499", loss_backward: "#332288", backward_workspace: "#117733",
     forward_workspace: "#88CCEE",
     dequantized_weight: "#DDCC77", embedding_gradient: "#44AA99", optimizer_temporaries: "#661100",
-    gradient_buckets: "#6699CC", gathered_weights: "#004488", reduce_scatter_buffers: "#BB5566" };
+    gradient_buckets: "#6699CC", gathered_weights: "#004488", reduce_scatter_buffers: "#BB5566",
+    layer_gradients: "#EE7733", root_gradients: "#994455", output_cache: "#BBBB00", previous_cache: "#EE99AA" };
 
   function memoryCalculator(host, presets, gpuData) {
     const id = "mc" + Math.random().toString(36).slice(2, 8);
@@ -62,8 +65,13 @@
       ["eager", "eager (keeps the s x s scores)"]]);
     const optimizer = select("optimizer", "optimizer (training)", [["adamw", "AdamW (torch)"],
       ["adamw8bit", "AdamW8bit (bitsandbytes)"], ["sgd", "SGD with momentum"]]);
+    const impl = select("optimizer_impl", "AdamW's step (torch)", [["foreach", "foreach (default on CUDA/ROCm)"],
+      ["for-loop", "for-loop (default on a CPU)"], ["fused", "fused=True"]]);
     const quant = select("quantization", "quantization (inference)", [["", "none"], ["int8", "int8 (LLM.int8)"],
       ["nf4", "nf4"]]);
+    const kvQuant = select("kv_quant", "KV cache stored as (inference)", [["", "the compute dtype"],
+      ["fp8", "fp8"], ["int4", "int4 (groups of 64, last 128 tokens as they are)"],
+      ["int2", "int2 (groups of 64, last 128 tokens as they are)"]]);
     const dq = el("input", { type: "checkbox", id: id + "-dq", "data-field": "double_quant" });
     controls.appendChild(el("label", { for: id + "-dq", text: "double quantization (4-bit)" }));
     controls.appendChild(dq);
@@ -114,7 +122,7 @@
       const job = { recipe: recipe.value, dtype: dtype.value, quantization: quant.value || null,
         double_quant: dq.checked, batch: Number(batch.value), context: Number(context.value),
         checkpointing: ckpt.checked, lora_rank: Number(rank.value), optimizer: optimizer.value,
-        attention: attention.value };
+        attention: attention.value, optimizer_impl: impl.value, kv_quant: kvQuant.value || null };
       const nGpus = Number(gpus.value);
       const parallel = recipe.value !== "inference" && (nGpus > 1 || offload.checked);
       if (parallel && !(Number.isInteger(nGpus) && nGpus >= 1)) {
@@ -177,11 +185,14 @@
       svg.appendChild(axis);
       out.appendChild(svg);
       if (parallel && offload.checked) {
-        const cpu = sum(offloadedBytes(c, Object.assign({ gpus: nGpus, sharding: sharding.value }, job)));
+        const host = Object.assign({ gpus: nGpus, sharding: sharding.value }, job); // the CPU step: fused if
+        host.optimizer_impl = impl.value === "fused" ? "fused" : "for-loop"; // asked, else torch's default
+        const cpu = sum(offloadedBytes(c, host));
         out.appendChild(el("p", { class: "llmb-offload", "data-offload-bytes": String(cpu),
           text: "CPU memory for the offloaded shards: " + (cpu / GiB).toFixed(2) + " GiB for each process, " +
             (nGpus * cpu / GiB).toFixed(1) + " GiB for all " + nGpus + " together" +
-            " (weights, gradients and optimizer states; the weights and gradients pinned)" }));
+            " (weights, gradients and optimizer states, the weights and gradients pinned; and the CPU" +
+            " optimizer step's temporaries: torch's default for-loop AdamW, or fused if chosen)" }));
       }
       const t = el("table", { class: "llmb-table" });
       t.appendChild(el("tr", {}, ["part", "GiB", "bytes"].map((h) => el("th", { scope: "col", text: h }))));
@@ -205,7 +216,10 @@
         out.appendChild(m);
         out.appendChild(el("p", { class: "llmb-note", text: "The loop assumed: out = model(**batch); " +
           "out.loss.backward(); optimizer.step(); optimizer.zero_grad(), one batch per step (no gradient " +
-          "accumulation), AdamW in its default foreach form. On a T4, or computing in fp32, a model with " +
+          "accumulation), AdamW stepping as chosen above, out keeping the KV cache transformers builds in the " +
+          "forward pass (not under gradient checkpointing; model.config.use_cache = False drops it)" + (parallel && (sharding.value === "zero2" ||
+          sharding.value === "zero3") && recipe.value === "full" ? "; under FSDP2 the autocast job means a bf16 " +
+          "MixedPrecisionPolicy with reduce_dtype=float32" : "") + ". On a T4, or computing in fp32, a model with " +
           "grouped KV heads may get SDPA's math kernel, which keeps the scores: choose eager attention then." }));
       }
       const fits = fitsOn(total, gpuData);

@@ -1,5 +1,5 @@
 /*
- * llmbook/memory/kv_cache.py: the KV cache.
+ * llmbook/memory/kv_cache.py: the KV cache, layer by layer.
  * Part of the book's widgets (see llmbook-widgets.js): a plain script that adds its names to
  * window.LLMBookWidgets in the browser, or to the shared object of namespace.js in Node.
  */
@@ -7,11 +7,66 @@
   "use strict";
   const { headDim, kvHeads } = W;
 
-  function kvCacheBytes(c, batch, tokens, width) {
-    return 2 * c.num_hidden_layers * batch * tokens * kvHeads(c) * headDim(c) * width;
+  const KEEPS = ["all", "window"];
+  const KV_QUANTS = [null, "fp8", "int4", "int2"];
+  const ATTENTION_TYPES = ["full_attention", "sliding_attention", "chunked_attention", "dummy"];
+
+  /** Same as llmbook.memory.kv_layers: [layer type, window] of each layer, from layer_types
+   * or a sliding_window / attention_chunk_size on every layer. */
+  function kvLayers(c) {
+    const L = c.num_hidden_layers;
+    let types = c.layer_types;
+    if (!types) {
+      const kind = c.sliding_window != null ? "sliding_attention"
+        : c.attention_chunk_size != null ? "chunked_attention" : "full_attention";
+      types = new Array(L).fill(kind);
+    }
+    types = types.slice(0, L).map((t) => (t === "moe" || t === "mlp" ? "dummy" : t));
+    const unknown = types.filter((t) => ATTENTION_TYPES.indexOf(t) < 0);
+    if (unknown.length) throw new Error("layers of type " + unknown[0] + " keep a recurrent state, not counted");
+    return types.map((t) => [t, t === "sliding_attention" ? c.sliding_window
+      : t === "chunked_attention" ? c.attention_chunk_size : null]);
   }
 
-  Object.assign(W, { kvCacheBytes });
+  /** Same as llmbook.memory.kv_widths: values cached per token and layer, [keys, values]. */
+  function kvWidths(c) {
+    if (c.kv_lora_rank) return [c.kv_lora_rank, c.qk_rope_head_dim];
+    return [kvHeads(c) * headDim(c), kvHeads(c) * (c.v_head_dim || headDim(c))];
+  }
+
+  /** Same as llmbook.memory.kv_value_bytes: bytes per cached value over `tokens` tokens. */
+  function kvValueBytes(tokens, width, quant, group, residual) {
+    group = group || 64; residual = residual === undefined ? 128 : residual;
+    if (KV_QUANTS.indexOf(quant === undefined ? null : quant) < 0) throw new Error("unknown kv_quant " + quant);
+    if (!quant || tokens === 0) return width;
+    if (quant === "fp8") return 1;
+    const quantized = (quant === "int4" ? 4 : 2) / 8 + 2 * width / group;
+    const kept = Math.min(tokens, residual);
+    return (kept * width + (tokens - kept) * quantized) / tokens;
+  }
+
+  /** Same as llmbook.memory.kv_cache_layers: each layer's type, kept tokens and bytes. */
+  function kvCacheLayers(c, batch, tokens, width, keep) {
+    keep = keep || "all";
+    if (KEEPS.indexOf(keep) < 0) throw new Error("unknown keep " + keep);
+    const [k, v] = kvWidths(c);
+    return kvLayers(c).map(([type, window]) => {
+      let kept = type === "dummy" ? 0 : tokens;
+      if (window && keep === "window") kept = Math.min(tokens, window);
+      return { type, tokens: kept, bytes: batch * kept * (k + v) * width };
+    });
+  }
+
+  /** Same as llmbook.memory.kv_cache_bytes. */
+  function kvCacheBytes(c, batch, tokens, width, keep, quant, group, residual) {
+    let total = 0;
+    for (const layer of kvCacheLayers(c, batch, tokens, 1, keep)) {
+      if (layer.tokens) total += layer.bytes * kvValueBytes(layer.tokens, width, quant, group, residual);
+    }
+    return Math.round(total);
+  }
+
+  Object.assign(W, { KEEPS, KV_QUANTS, kvCacheBytes, kvCacheLayers, kvLayers, kvValueBytes, kvWidths });
 })(typeof module === "object" && module.exports
   ? require("../namespace.js")
   : (window.LLMBookWidgets = window.LLMBookWidgets || {}));

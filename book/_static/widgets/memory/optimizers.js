@@ -21,7 +21,24 @@
     return total;
   }
 
-  Object.assign(W, { OPTIMIZERS, optimizerStateBytes });
+  /** Same as llmbook.memory.OPTIMIZER_IMPLS: how torch's AdamW steps. */
+  const OPTIMIZER_IMPLS = ["foreach", "for-loop", "fused"];
+
+  /** llmbook.memory.optimizer_temporaries: what AdamW's step allocates for a moment. foreach:
+   * a copy of every tensor; for-loop: the square root and the quotient of one tensor while the
+   * loop still holds the previous tensor's denominator (largest 2 n_i + n_(i-1)); fused: none.
+   * SGD with momentum and AdamW8bit: none. */
+  function optimizerTemporaries(numels, optimizer, impl, width) {
+    impl = impl || "foreach"; width = width || 4;
+    if (OPTIMIZER_IMPLS.indexOf(impl) < 0) throw new Error("unknown optimizer_impl " + impl);
+    if (optimizer !== "adamw" || impl === "fused" || !numels.length) return 0;
+    if (impl === "foreach") return width * numels.reduce((s, n) => s + n, 0);
+    let top = 0;
+    numels.forEach((n, i) => { top = Math.max(top, 2 * n + (i ? numels[i - 1] : 0)); });
+    return width * top;
+  }
+
+  Object.assign(W, { OPTIMIZERS, OPTIMIZER_IMPLS, optimizerStateBytes, optimizerTemporaries });
 })(typeof module === "object" && module.exports
   ? require("../namespace.js")
   : (window.LLMBookWidgets = window.LLMBookWidgets || {}));

@@ -5,7 +5,8 @@
  */
 (function (W) {
   "use strict";
-  const { WIDTH, blockLinears, breakdown, computeMode, trainableNumels, trainingActivationBytes } = W;
+  const { WIDTH, blockLinears, breakdown, computeMode, kvCacheBytes, optimizerTemporaries, trainableNumels,
+    trainingActivationBytes } = W;
 
   const LOSS_BACKWARD_BYTES = 8;
   /** Same as llmbook.memory.LAYER_WORKSPACE: the working layer's transients, as shares of its activations. */
@@ -20,10 +21,16 @@
   /** Same as llmbook.memory.step_phases: the parts alive at each moment of a job. */
   function stepPhases(c, o) {
     const opts = Object.assign({ recipe: "inference", dtype: "bfloat16", batch: 1, context: 2048,
-      checkpointing: false, lora_rank: 16, optimizer: "adamw", attention: "sdpa" }, o || {});
+      checkpointing: false, lora_rank: 16, optimizer: "adamw", attention: "sdpa", optimizer_impl: "foreach" },
+    o || {});
     const parts = breakdown(c, opts);
     if (opts.recipe === "inference") return { "prompt pass": parts };
-    const recipe = opts.recipe; const width = WIDTH[opts.dtype]; const compute = computeMode(recipe, width);
+    const recipe = opts.recipe; const width = WIDTH[opts.dtype];
+    const compute = opts._compute || computeMode(recipe, width);
+    if (opts._compute) { // FSDP2's MixedPrecisionPolicy: the whole model computes in bf16
+      parts.activations = trainingActivationBytes(c, opts.batch, opts.context, opts.checkpointing,
+        opts._compute, null, opts.attention);
+    }
     const lora = recipe === "lora" || recipe === "qlora"; const full = recipe.startsWith("full");
     const V = c.vocab_size; const h = c.hidden_size; const L = c.num_hidden_layers;
     const tokensV = opts.batch * opts.context * V;
@@ -41,7 +48,7 @@
     if (full && !c.tie_word_embeddings) late += V * h;
     const gradWidth = recipe === "full-bf16" || recipe === "full-master" ? 2 : 4;
     let cast = {};
-    if (recipe === "full") {
+    if (recipe === "full" && compute === "autocast") {
       const head = 2 * V * h; const oneLayer = Math.floor((parts.autocast_cache - head) / L);
       cast = { forward: parts.autocast_cache,
         "loss backward": opts.checkpointing ? head : parts.autocast_cache,
@@ -51,11 +58,14 @@
     }
     const tiedExtra = full && c.tie_word_embeddings ? (recipe === "full" ? 1 : 2) * gradWidth * V * h : 0;
     const dequantized = recipe === "qlora" ? width * Math.max(...block.map(([a, b]) => a * b)) : 0;
-    const temporaries = opts.optimizer === "adamw" && recipe !== "full-master"
-      ? (recipe === "full-bf16" ? 2 : 4) * trainableNumels(c, recipe, opts.lora_rank).reduce((s, n) => s + n, 0) : 0;
+    const temporaries = recipe === "full-master" ? 0 : optimizerTemporaries(trainableNumels(c, recipe,
+      opts.lora_rank), opts.optimizer, opts.optimizer_impl, recipe === "full-bf16" ? 2 : 4);
     const share = LAYER_WORKSPACE[lora ? recipe + (compute === "fp32" ? "-fp32" : "") : "full"];
     const workspace = Math.floor(Math.max(share.backward, opts.checkpointing ? share.recompute : 0) * layer);
     const forwardWorkspace = Math.floor(share.forward * layer);
+    // the KV cache transformers builds in the forward pass, kept by the loop's `out` (not under checkpointing)
+    const cache = opts.use_cache !== false && !opts.checkpointing
+      ? kvCacheBytes(c, opts.batch, opts.context, compute === "fp32" ? 4 : 2) : 0;
     function moment(name, more) {
       const out = Object.assign({}, kept);
       const extra = Object.assign({ autocast_cache: cast[name] || 0, logits: logits }, more);
@@ -64,16 +74,18 @@
     }
     return {
       "layer forward": moment("layer forward", { activations: saved - 4 * tokensV, forward_workspace: forwardWorkspace,
-        dequantized_weight: dequantized, logits: 0, previous_logits: logits }),
+        dequantized_weight: dequantized, logits: 0, previous_logits: logits, previous_cache: cache }),
       forward: moment("forward", { activations: saved, logits_fp32: compute === "fp32" ? 0 : 4 * tokensV,
-        previous_logits: logits }),
+        previous_logits: logits, previous_cache: cache }),
       "loss backward": moment("loss backward", { activations: saved, loss_backward: LOSS_BACKWARD_BYTES * tokensV }),
       "backward start": moment("backward start", { gradients: full ? gradWidth * V * h : 0,
         activations: parts.activations - 4 * tokensV, backward_workspace: workspace, dequantized_weight: dequantized }),
       "backward end": moment("backward end", { gradients: parts.gradients - gradWidth * late, activations: layer,
-        backward_workspace: workspace, dequantized_weight: dequantized }),
-      "embedding backward": moment("embedding backward", { gradients: parts.gradients, embedding_gradient: tiedExtra }),
-      "optimizer step": moment("optimizer step", { gradients: parts.gradients, optimizer_temporaries: temporaries }),
+        output_cache: Math.floor(cache * (L - 1) / L), backward_workspace: workspace, dequantized_weight: dequantized }),
+      "embedding backward": moment("embedding backward", { gradients: parts.gradients, embedding_gradient: tiedExtra,
+        output_cache: cache }),
+      "optimizer step": moment("optimizer step", { gradients: parts.gradients, optimizer_temporaries: temporaries,
+        output_cache: cache }),
     };
   }
 

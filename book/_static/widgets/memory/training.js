@@ -36,13 +36,15 @@
   function breakdown(c, o) {
     const opts = Object.assign({ recipe: "inference", dtype: "bfloat16", quantization: null, double_quant: false,
       batch: 1, context: 2048, checkpointing: false, lora_rank: 16, optimizer: "adamw",
-      attention: "sdpa" }, o || {});
+      attention: "sdpa", optimizer_impl: "foreach", kv_dtype: null, kv_quant: null, kv_keep: "all" }, o || {});
+    if (W.OPTIMIZER_IMPLS.indexOf(opts.optimizer_impl) < 0) throw new Error("unknown optimizer_impl " + opts.optimizer_impl);
     const width = WIDTH[opts.dtype];
     if (!width) throw new Error("unknown dtype " + opts.dtype);
     if (RECIPES.indexOf(opts.recipe) < 0) throw new Error("unknown recipe " + opts.recipe);
     if (opts.recipe === "inference") {
       return { weights: weightBytes(c, width, opts.quantization, opts.double_quant),
-        kv_cache: kvCacheBytes(c, opts.batch, opts.context, width),
+        kv_cache: kvCacheBytes(c, opts.batch, opts.context, opts.kv_dtype ? WIDTH[opts.kv_dtype] : width,
+          opts.kv_keep, opts.kv_quant),
         activations: prefillActivationBytes(c, opts.batch, opts.context, width) };
     }
     if (opts.recipe.startsWith("full")) {
