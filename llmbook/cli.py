@@ -138,15 +138,15 @@ def main(argv: list[str] | None = None) -> int:
         "--kv-quant",
         choices=[q for q in KV_QUANTS if q],
         default=None,
-        help="inference: the KV cache in fp8, or int4/int2 (groups of 64, the last "
-        "128 tokens kept as they are)",
+        help="inference: the KV cache in fp8, or int4/int2 (groups of 64, up to 128 "
+        "tokens kept as they are; full-attention models only)",
     )
     parser.add_argument(
         "--kv-keep",
         choices=KEEPS,
         default="all",
-        help="inference: what sliding-window layers keep: all (transformers through the "
-        "prompt pass) or window (from the first new token on; vLLM, llama.cpp)",
+        help="inference: what sliding-window layers keep: all (transformers' cache through "
+        "the prompt pass, the peak) or window (decoding, from the first new token on)",
     )
     parser.add_argument(
         "--checkpointing",
@@ -270,8 +270,13 @@ def _kv_layout(config, args) -> str:
     kinds = ", ".join(
         f"{n} {kind} ({kept:,} tokens)" for (kind, kept), n in counts.items()
     )
-    store = args.kv_quant or (args.kv_dtype or args.dtype or "bfloat16")
-    return f"(KV cache: {kinds}; stored as {store})"
+    store = args.kv_dtype or args.dtype or "bfloat16"
+    if args.kv_quant == "fp8":
+        store = "fp8"
+    elif args.kv_quant:
+        store = f"{args.kv_quant}, up to 128 tokens a layer in {store}"
+    when = ", while decoding" if args.kv_keep == "window" else ""
+    return f"(KV cache: {kinds}; stored as {store}{when})"
 
 
 def _optimizer_name(args) -> str:

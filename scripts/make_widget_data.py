@@ -567,7 +567,7 @@ def layout_vectors(rng) -> list[dict]:
     cache; every way to store the cache and both ways to keep a window."""
     from transformers import LlamaConfig
 
-    from llmbook.memory import breakdown, peak, step_phases
+    from llmbook.memory import breakdown, kv_layers, peak, step_phases
 
     out = []
     kinds = ("full_attention", "sliding_attention", "chunked_attention", "moe")
@@ -598,6 +598,9 @@ def layout_vectors(rng) -> list[dict]:
             opts.update(kv_keep=keep, batch=int(rng.integers(1, 5)))
             opts["context"] = int(rng.integers(1, 20000))
             config = LlamaConfig(**cfg)
+            kinds_here = {t for t, _ in kv_layers(config)}
+            if kv_quant in ("int4", "int2") and kinds_here != {"full_attention"}:
+                continue  # refused: transformers' QuantizedCache takes full attention
             out.append(
                 {
                     "name": f"layout-{i}",

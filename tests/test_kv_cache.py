@@ -102,12 +102,39 @@ def test_mla_caches_one_latent_and_one_rotary_key():
     assert per_token == 2 * 61 * (512 + 64) and naive > 10 * (512 + 64)
 
 
-@pytest.mark.parametrize("family", ["jamba", "qwen3_next", "falcon_h1", "bamba"])
-def test_recurrent_layers_are_refused_in_one_sentence(family):
+@pytest.mark.parametrize(
+    ("family", "why"),
+    [
+        ("jamba", "recurrent state"),
+        ("qwen3_next", "recurrent state"),
+        ("falcon_h1", "recurrent state"),
+        ("bamba", "recurrent state"),
+        ("rwkv", "recurrent state"),
+        ("deepseek_v32", "indexed_attention layers cache in a layout"),
+        ("gemma4_text", "head shapes of their own"),
+        ("falcon", "does not follow its KV heads"),
+    ],
+)
+def test_layouts_not_counted_are_refused_in_one_sentence(family, why):
     config = AutoConfig.for_model(family)
-    with pytest.raises(memory.EstimateError, match="recurrent state") as info:
+    with pytest.raises(memory.EstimateError, match=why) as info:
         memory.kv_cache_bytes(config, 1, 128)
     assert "\n" not in str(info.value) and family in str(info.value)
+
+
+def test_keeping_the_window_is_decoding():
+    """keep="window" describes the job once it decodes: one token's activations, the
+    moment named so; int4 and int2 caches take only full-attention models."""
+    config = AutoConfig.for_model("mistral", **{**SMALL, "sliding_window": 16})
+    options = dict(batch=2, context=4096)
+    (moment,) = memory.step_phases(config, "inference", kv_keep="window", **options)
+    assert moment == "decoding"
+    (moment,) = memory.step_phases(config, "inference", **options)
+    assert moment == "prompt pass"
+    parts = memory.breakdown(config, "inference", kv_keep="window", **options)
+    assert parts["activations"] == memory.prefill_activation_bytes(config, 2, 1)
+    with pytest.raises(memory.EstimateError, match="full attention"):
+        memory.kv_cache_bytes(config, 1, 100, kv_quant="int4")
 
 
 def test_quantized_caches_count_their_groups_and_window():
@@ -143,3 +170,4 @@ def test_the_command_line_follows_the_layers(tmp_path, capsys):
     assert cli.main([*base, "--kv-keep", "window", "--kv-quant", "fp8"]) == 0
     text = capsys.readouterr().out
     assert "12 sliding (128 tokens), 12 full (131,072 tokens); stored as fp8" in text
+    assert "while decoding" in text

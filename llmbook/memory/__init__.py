@@ -9,13 +9,16 @@ code that uses them (a module imports only those listed before it here):
 - :mod:`.gpus` - GPUs and what a program can use of them (:func:`usable_bytes`,
   :func:`fits_on`)
 - :mod:`.shapes` - head size, key-value heads, a block's linear layers
-- :mod:`.kv_cache` - the KV cache (:func:`kv_cache_bytes`)
+- :mod:`.kv_cache` - the KV cache layer by layer: full, sliding, chunked, latent (MLA),
+  stored in 16/32 bits, fp8, int4 or int2 (:func:`kv_cache_bytes`)
 - :mod:`.activations` - inference and training activations per block family
-- :mod:`.optimizers` - optimizer states (:func:`optimizer_state_bytes`)
+- :mod:`.optimizers` - optimizer states and the step's temporaries
+  (:func:`optimizer_state_bytes`, :func:`optimizer_temporaries`)
 - :mod:`.training` - a recipe's parts (:func:`breakdown`, :data:`RECIPES`)
 - :mod:`.steps` - a step's moments and its peak (:func:`step_phases`, :func:`peak`,
   :func:`longest_context`)
-- :mod:`.sharding` - DDP, ZeRO and FSDP2 over several GPUs, offload, collectives
+- :mod:`.sharding` - DDP, ZeRO and FSDP2 over several GPUs moment by moment, offload,
+  collectives
 
 Everything public is re-exported here: ``from llmbook import memory;
 memory.estimate(...)``. The command line is :mod:`llmbook.cli`

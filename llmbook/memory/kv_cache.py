@@ -14,17 +14,33 @@ from .shapes import _head_dim, _kv_heads
 from .weights import EstimateError
 
 #: What a sliding-window or chunked layer keeps (``keep``): ``"all"``, every token of
-#: the prompt, which is what transformers' ``DynamicCache`` holds during the prompt pass
-#: and until the first new token (the window it keeps is a view of the whole prompt's
-#: keys and values); ``"window"``, only the window, which is what it holds from the
-#: first new token on, and what vLLM and llama.cpp allocate for such layers.
+#: the prompt, which is what transformers' default ``DynamicCache`` holds during the
+#: prompt pass and until the first new token (the window it keeps is a view of the whole
+#: prompt's keys and values); ``"window"``, only the window, which is what it holds from
+#: the first new token on. Serving engines budget more than the window for a prompt:
+#: vLLM's hybrid allocator the window plus one scheduled chunk of prompt tokens, and
+#: every token when that allocator is off (by default for chunked attention).
 KEEPS = ("all", "window")
 
 
 #: Layer types (transformers' ``layer_types``) whose cache this module counts; a layer
-#: of another type (``linear_attention``, ``hybrid``, ``conv``: a recurrent state) is
-#: refused.
+#: of another type is refused: a recurrent state (:data:`RECURRENT_TYPES`), or a cache
+#: of another shape (indexed or compressed sparse attention).
 ATTENTION_TYPES = ("full_attention", "sliding_attention", "chunked_attention", "dummy")
+
+
+#: Layer types that keep a fixed-size recurrent state instead of a growing cache.
+RECURRENT_TYPES = ("linear_attention", "hybrid", "hybrid_sliding", "conv")
+
+
+#: Architectures whose cache is not the config's KV heads: Falcon caches one head
+#: (multi-query) or every head (its new decoder architecture broadcasts keys and values
+#: before caching them).
+UNCOUNTED_MODELS = ("falcon",)
+
+
+#: Architectures with no attention at all: a recurrent state in every layer.
+RECURRENT_MODELS = ("rwkv", "xlstm", "mamba", "mamba2", "falcon_mamba")
 
 
 #: How the cache's values may be stored (``kv_quant``): as they are (None), fp8 (one
@@ -37,43 +53,73 @@ KV_QUANTS = (None, "fp8", "int4", "int2")
 def kv_layers(config) -> list[tuple[str, int | None]]:
     """``(layer type, window)`` of each decoder layer, read as transformers reads it
     (``transformers.cache_utils.get_layer_types_and_kwargs``): ``layer_types`` when the
-    config has it, else a ``sliding_window`` or ``attention_chunk_size`` on every layer;
-    the window in tokens for sliding and chunked layers, else None."""
-    types = getattr(config, "layer_types", None)
+    config has it (layers without attention, or reusing another layer's cache, keep
+    none: ``dummy``), else a ``sliding_window`` or ``attention_chunk_size`` on every
+    layer; the window in tokens for sliding and chunked layers, else None. Layers this
+    module does not count are refused in one sentence."""
     layers = config.num_hidden_layers
+    kind = getattr(config, "model_type", "this model")
+    if kind in UNCOUNTED_MODELS:
+        raise EstimateError(
+            f"{kind}'s cache does not follow its KV heads (multi-query or broadcast "
+            "heads): its KV cache is not counted"
+        )
+    if kind in RECURRENT_MODELS or not getattr(config, "num_attention_heads", None):
+        raise EstimateError(
+            f"{kind} keeps a recurrent state, not a KV cache: its state is not counted"
+        )
     try:
         from transformers.cache_utils import get_layer_types_and_kwargs
 
         types, kwargs = get_layer_types_and_kwargs(config)
         windows = [k.get("sliding_window") for k in kwargs]
-    except (
-        AttributeError,
-        TypeError,
-        ImportError,
-    ):  # a config transformers cannot read
-        if types is None:
-            window = getattr(config, "sliding_window", None)
-            chunk = getattr(config, "attention_chunk_size", None)
-            kind = "sliding_attention" if window else "chunked_attention"
-            kind = kind if (window or chunk) else "full_attention"
-            types = [kind] * layers
-        windows = [
-            getattr(config, "sliding_window", None)
-            if t == "sliding_attention"
-            else getattr(config, "attention_chunk_size", None)
-            if t == "chunked_attention"
-            else None
-            for t in types
-        ]
+    except (AttributeError, TypeError, ImportError):  # a config it cannot read
+        types, windows = _layers_by_hand(config)
     types = list(types)[:layers]
-    unknown = sorted({t for t in types if t not in ATTENTION_TYPES})
-    if unknown:
-        kind = getattr(config, "model_type", "this model")
+    if len(types) < layers:
         raise EstimateError(
-            f"{kind}'s {', '.join(unknown)} layers keep a recurrent state, which the "
+            f"{kind}'s layer_types names {len(types)} layers, not {layers}"
+        )
+    recurrent = sorted({t for t in types if t in RECURRENT_TYPES})
+    if recurrent:
+        raise EstimateError(
+            f"{kind}'s {', '.join(recurrent)} layers keep a recurrent state, which the "
             "KV cache estimate does not count: only attention layers' caches are known"
         )
+    unknown = sorted({t for t in types if t not in ATTENTION_TYPES})
+    if unknown:
+        raise EstimateError(
+            f"{kind}'s {', '.join(unknown)} layers cache in a layout the KV cache "
+            "estimate does not count"
+        )
     return list(zip(types, windows[:layers], strict=True))
+
+
+def _layers_by_hand(config) -> tuple[list[str], list[int | None]]:
+    """:func:`kv_layers`' types and windows as transformers 5.24 derives them, for a
+    config its function cannot read."""
+    types = getattr(config, "layer_types", None)
+    if types is None:
+        window = getattr(config, "sliding_window", None)
+        chunk = getattr(config, "attention_chunk_size", None)
+        kind = "sliding_attention" if window else "chunked_attention"
+        types = [
+            kind if (window or chunk) else "full_attention"
+        ] * config.num_hidden_layers
+    modes = getattr(config, "kv_sharing_modes", None) or [None] * len(types)
+    types = [
+        "dummy" if t in ("moe", "mlp") or m == "reuse" else t
+        for t, m in zip(types, modes, strict=False)
+    ]
+    windows = [
+        getattr(config, "sliding_window", None)
+        if t == "sliding_attention"
+        else getattr(config, "attention_chunk_size", None)
+        if t == "chunked_attention"
+        else None
+        for t in types
+    ]
+    return types, windows
 
 
 def kv_widths(config) -> tuple[int, int]:
@@ -85,9 +131,16 @@ def kv_widths(config) -> tuple[int, int]:
     latent = getattr(config, "kv_lora_rank", None)
     if latent:
         return latent, config.qk_rope_head_dim
-    heads = _kv_heads(config)
-    value_dim = getattr(config, "v_head_dim", None) or _head_dim(config)
-    return heads * _head_dim(config), heads * value_dim
+    try:
+        heads, head = _kv_heads(config), _head_dim(config)
+        value_dim = getattr(config, "v_head_dim", None) or head
+    except Exception as error:  # per-layer head shapes (Gemma 4) raise on the global
+        kind = getattr(config, "model_type", "this model")
+        raise EstimateError(
+            f"{kind}'s layers have head shapes of their own, which the KV cache "
+            "estimate does not count"
+        ) from error
+    return heads * head, heads * value_dim
 
 
 def kv_value_bytes(
@@ -104,7 +157,9 @@ def kv_value_bytes(
     transformers' ``QuantizedCache`` quantizes the prompt whole, keeps new tokens as
     they are until ``residual_length`` have gathered, then quantizes them too: the count
     here, ``min(tokens, kv_residual)``, is the most it holds unquantized (measured in the
-    block-scaled formats chapter)."""
+    block-scaled formats chapter). A count of what is stored: while decoding,
+    transformers dequantizes one layer at a time, two more full-precision copies of
+    that layer's keys and values for a moment."""
     if kv_quant not in KV_QUANTS:
         choices = ", ".join(str(q) for q in KV_QUANTS)
         raise EstimateError(f"unknown kv_quant {kv_quant!r}; choose one of {choices}")
@@ -127,9 +182,10 @@ def kv_cache_layers(
     (``keep="all"``) or ``min(tokens, window)`` (``"window"``, :data:`KEEPS`)."""
     if keep not in KEEPS:
         raise EstimateError(f"unknown keep {keep!r}; choose one of {', '.join(KEEPS)}")
+    kinds = kv_layers(config)  # refuses what is not counted, first
     keys, values = kv_widths(config)
     out = []
-    for kind, window in kv_layers(config):
+    for kind, window in kinds:
         kept = 0 if kind == "dummy" else tokens
         if window and keep == "window":
             kept = min(tokens, window)
@@ -151,8 +207,18 @@ def kv_cache_bytes(
     """Bytes of the KV cache for ``batch`` sequences of ``tokens`` tokens: every layer's
     keys and values (:func:`kv_cache_layers`). For a Llama, ``2 x layers x batch x
     tokens x KV heads x head_dim x bytes_per_value``. ``kv_quant`` stores the values in
-    fewer bits (:func:`kv_value_bytes`)."""
+    fewer bits (:func:`kv_value_bytes`): fp8 as vLLM's ``kv_cache_dtype="fp8"`` or
+    transformers' fp8 ``QuantizedCache``; int4 and int2 as transformers'
+    ``QuantizedCache``, which takes only models whose layers all use full attention, so
+    they are refused for others."""
     layers = kv_cache_layers(config, batch, tokens, 1, keep)
+    if kv_quant in ("int4", "int2") and any(
+        layer["type"] != "full_attention" for layer in layers
+    ):
+        raise EstimateError(
+            "an int4 or int2 cache (transformers' QuantizedCache) takes only models "
+            "whose layers all use full attention"
+        )
     total = 0.0
     for layer in layers:
         if layer["tokens"]:

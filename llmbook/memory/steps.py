@@ -192,8 +192,9 @@ def step_phases(
     gradients also exist in the forward pass; add them.
     """
     parts = breakdown(config, recipe, **options)
-    if recipe == "inference":
-        return {"prompt pass": parts}
+    if recipe == "inference":  # keeping only the windows: decoding (breakdown)
+        window = options.get("kv_keep") == "window"
+        return {"decoding" if window else "prompt pass": parts}
     width = _width(options.get("dtype", "bfloat16"))
     compute = _compute or _compute_mode(recipe, width)
     if _compute:  # FSDP2's MixedPrecisionPolicy: the whole model computes in bf16

@@ -89,9 +89,11 @@ def breakdown(
     - ``inference``: weights in ``dtype`` (or quantized), the KV cache of ``batch`` x
       ``context`` tokens and one layer's prompt-pass activations, both in the compute
       dtype. The cache follows the model's layers (:func:`kv_cache_bytes`): ``kv_keep``
-      says what sliding-window layers keep (``"all"``: transformers' cache through the
-      prompt pass; ``"window"``: from the first new token on, and in vLLM), ``kv_dtype``
-      stores it in another dtype, ``kv_quant`` in fp8, int4 or int2.
+      says what sliding-window layers keep: ``"all"``, transformers' cache through the
+      prompt pass, the job's peak; ``"window"``, from the first new token on, the job
+      then decoding a token at a time (one token's activations: a long prompt needed the
+      whole cache while transformers read it). ``kv_dtype`` stores the cache in another
+      dtype, ``kv_quant`` in fp8, int4 or int2.
     - ``full``: ``torch.autocast`` to bf16 over fp32 weights with AdamW: fp32 weights and
       gradients, two fp32 moments, autocast's bf16 weight copies, activations (18 bytes
       per parameter before activations).
@@ -131,10 +133,11 @@ def breakdown(
     if recipe == "inference":
         kv_width = width if kv_dtype is None else _width(kv_dtype)
         kv = kv_cache_bytes(config, batch, context, kv_width, kv_keep, kv_quant)
+        reading = 1 if kv_keep == "window" else context  # decoding: a token at a time
         return {
             "weights": estimate(config, dtype, quantization, double_quant).total_bytes,
             "kv_cache": kv,
-            "activations": prefill_activation_bytes(config, batch, context, width),
+            "activations": prefill_activation_bytes(config, batch, reading, width),
         }
     compute = _compute_mode(recipe, width)
     if recipe.startswith("full"):

@@ -190,6 +190,9 @@ test("bad options fail with a message", () => {
   assert.throws(() => W.stepPhases(V.memory[0].config, { recipe: "full", optimizer_impl: "vectorised" }),
     /unknown optimizer_impl/);
   assert.throws(() => W.shardedPhases(V.memory[0].config, { sharding: "zero1", gpus: 2, rank: 2 }), /rank/);
+  const sliding = Object.assign({}, V.memory[0].config, { sliding_window: 64 });
+  assert.throws(() => W.kvCacheBytes(sliding, 1, 100, 2, "all", "int4"), /full attention/);
+  assert.ok(W.kvCacheBytes(sliding, 1, 100, 2, "all", "fp8") > 0);
 });
 
 test("every part the memory model names has a label and a colour on the page", () => {

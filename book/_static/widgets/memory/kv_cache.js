@@ -21,7 +21,9 @@
         : c.attention_chunk_size != null ? "chunked_attention" : "full_attention";
       types = new Array(L).fill(kind);
     }
-    types = types.slice(0, L).map((t) => (t === "moe" || t === "mlp" ? "dummy" : t));
+    const modes = c.kv_sharing_modes || [];
+    types = types.slice(0, L).map((t, i) => (t === "moe" || t === "mlp" || modes[i] === "reuse" ? "dummy" : t));
+    if (types.length < L) throw new Error("layer_types names " + types.length + " layers, not " + L);
     const unknown = types.filter((t) => ATTENTION_TYPES.indexOf(t) < 0);
     if (unknown.length) throw new Error("layers of type " + unknown[0] + " keep a recurrent state, not counted");
     return types.map((t) => [t, t === "sliding_attention" ? c.sliding_window
@@ -60,7 +62,11 @@
   /** Same as llmbook.memory.kv_cache_bytes. */
   function kvCacheBytes(c, batch, tokens, width, keep, quant, group, residual) {
     let total = 0;
-    for (const layer of kvCacheLayers(c, batch, tokens, 1, keep)) {
+    const layers = kvCacheLayers(c, batch, tokens, 1, keep);
+    if ((quant === "int4" || quant === "int2") && layers.some((l) => l.type !== "full_attention")) {
+      throw new Error("an int4 or int2 cache takes only models whose layers all use full attention");
+    }
+    for (const layer of layers) {
       if (layer.tokens) total += layer.bytes * kvValueBytes(layer.tokens, width, quant, group, residual);
     }
     return Math.round(total);

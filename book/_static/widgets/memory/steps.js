@@ -24,7 +24,7 @@
       checkpointing: false, lora_rank: 16, optimizer: "adamw", attention: "sdpa", optimizer_impl: "foreach" },
     o || {});
     const parts = breakdown(c, opts);
-    if (opts.recipe === "inference") return { "prompt pass": parts };
+    if (opts.recipe === "inference") return opts.kv_keep === "window" ? { decoding: parts } : { "prompt pass": parts };
     const recipe = opts.recipe; const width = WIDTH[opts.dtype];
     const compute = opts._compute || computeMode(recipe, width);
     if (opts._compute) { // FSDP2's MixedPrecisionPolicy: the whole model computes in bf16

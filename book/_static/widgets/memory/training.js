@@ -45,7 +45,7 @@
       return { weights: weightBytes(c, width, opts.quantization, opts.double_quant),
         kv_cache: kvCacheBytes(c, opts.batch, opts.context, opts.kv_dtype ? WIDTH[opts.kv_dtype] : width,
           opts.kv_keep, opts.kv_quant),
-        activations: prefillActivationBytes(c, opts.batch, opts.context, width) };
+        activations: prefillActivationBytes(c, opts.batch, opts.kv_keep === "window" ? 1 : opts.context, width) };
     }
     if (opts.recipe.startsWith("full")) {
       const n = parameters(c);
