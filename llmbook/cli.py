@@ -23,6 +23,7 @@ from .memory.weights import (
     QUANTIZATIONS,
     WRAPPER_QUANTIZATIONS,
     EstimateError,
+    active_parameters,
     estimate,
     format_bytes,
 )
@@ -217,11 +218,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llmbook memory: {exc}")
         return 2
     if args.json:
-        print(json.dumps(est.as_dict(), indent=2))
+        print(
+            json.dumps(
+                {**est.as_dict(), "active_parameters": active_parameters(config)},
+                indent=2,
+            )
+        )
         return 0
     q = est.quantization or "none"
     print(
-        f"{est.model_type}: {est.n_parameters:,} parameters, dtype {est.dtype}, quantization {q}"
+        f"{est.model_type}: {est.n_parameters:,} parameters{_active(config, est)}, dtype {est.dtype}, quantization {q}"
         + (" (double)" if est.double_quant else "")
     )
     for group, g in sorted(est.by_group().items(), key=lambda kv: -kv[1]["bytes"]):
@@ -284,6 +290,12 @@ def _optimizer_name(args) -> str:
     if args.optimizer != "adamw" or args.recipe == "full-master":
         return args.optimizer
     return f"adamw ({args.optimizer_impl})"
+
+
+def _active(config, est) -> str:
+    """For a mixture of experts: how many parameters a token passes through."""
+    active = active_parameters(config)
+    return "" if active == est.n_parameters else f" ({active:,} active per token)"
 
 
 def _fits_line(total: int, gpu: str) -> str:

@@ -103,6 +103,7 @@ from .weights import (  # noqa: F401
     EstimateError,
     MemoryEstimate,
     TensorBytes,
+    active_parameters,
     constants_bytes,
     empty_model,
     estimate,

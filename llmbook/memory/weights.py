@@ -312,6 +312,30 @@ def empty_model(config, dtype):
 _EMPTY_MODELS: dict[tuple[str, str], Any] = {}
 
 
+def active_parameters(config) -> int:
+    """Parameters a token passes through: all of them for a dense model; for a mixture
+    of experts, all but the routed experts it is not sent to. transformers stacks each
+    layer's routed experts in one module (its class name ends in ``Experts``), first
+    dimension the expert, and the router picks ``num_experts_per_tok`` of them
+    (``experts_per_token`` in gpt-oss), so ``1 - k/E`` of each such tensor is idle for
+    the token. Shared experts, attention, norms and the embeddings count whole (some
+    published counts leave the input embedding out, a lookup: gpt-oss-20b's 3.6B). All
+    the experts stay in memory: :func:`estimate` counts them."""
+    import torch
+
+    model = empty_model(config, torch.bfloat16)
+    total = sum(p.numel() for p in model.parameters())
+    chosen = getattr(config, "num_experts_per_tok", None)
+    chosen = chosen or getattr(config, "experts_per_token", None)
+    idle = 0
+    for module in model.modules():
+        if chosen and type(module).__name__.endswith("Experts"):
+            for p in module.parameters(recurse=False):
+                experts = p.shape[0]
+                idle += p.numel() // experts * (experts - min(chosen, experts))
+    return total - idle
+
+
 def estimate(
     config,
     dtype=None,
