@@ -277,17 +277,14 @@ def decoder_layers(model):
 def output_bytes(out) -> int:
     """Bytes a model's output holds: its logits, its loss and the keys and values of the
     KV cache transformers builds in the forward pass (each storage once)."""
+    from llmbook.measure import tensor_bytes
+
     if out is None:
         return 0
     tensors = [out.logits, out.loss]
-    cache = out.get("cache")
-    for layer in getattr(cache, "layers", []):
+    for layer in getattr(out.get("cache"), "layers", []):
         tensors += [getattr(layer, "keys", None), getattr(layer, "values", None)]
-    seen = {}
-    for t in tensors:
-        if t is not None and t.numel():
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-    return sum(seen.values())
+    return tensor_bytes(*tensors)
 
 
 def alive_bytes(model, optimizer) -> int:

@@ -10,6 +10,9 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from llmbook import cli, memory
+from llmbook.measure import tensor_bytes
+
+KV = ("keys", "values")
 
 SMALL = dict(
     hidden_size=64,
@@ -55,13 +58,8 @@ FAMILIES = {
 def storage_bytes(cache) -> int:
     """Bytes of memory the cache's tensors hold (each storage once: a sliding layer's
     window may be a view of a larger tensor)."""
-    seen = {}
-    for layer in cache.layers:
-        for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-            if torch.is_tensor(tensor) and tensor.numel():
-                storage = tensor.untyped_storage()
-                seen[storage.data_ptr()] = storage.nbytes()
-    return sum(seen.values())
+    tensors = [getattr(layer, name, None) for layer in cache.layers for name in KV]
+    return tensor_bytes(*tensors)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
