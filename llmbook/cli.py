@@ -27,7 +27,7 @@ from .memory.weights import (
     estimate,
     format_bytes,
 )
-from .units import GIB
+from .units import GIB, KIB, MIB
 
 #: Spellings of dtypes the CLI accepts, to torch's names.
 DTYPE_ALIASES = {
@@ -267,14 +267,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _kv_layout(config, args) -> str:
-    """One line: which layers keep how many tokens in the KV cache."""
-    layers = kv_cache_layers(config, args.batch, args.seq, 1, args.kv_keep)
-    counts: dict[tuple[str, int], int] = {}
+    """One line: which layers keep how many tokens in the KV cache, and which keep a
+    state of fixed size instead or beside it."""
+    dtype = "float32" if (args.dtype or "bfloat16") == "float32" else "bfloat16"
+    layers = kv_cache_layers(config, args.batch, args.seq, 1, args.kv_keep, dtype)
+    counts: dict[tuple[str, int, int], int] = {}
     for layer in layers:
-        key = (layer["type"].replace("_attention", ""), layer["tokens"])
+        key = (layer["type"].replace("_attention", ""), layer["tokens"], layer["state"])
         counts[key] = counts.get(key, 0) + 1
     kinds = ", ".join(
-        f"{n} {kind} ({kept:,} tokens)" for (kind, kept), n in counts.items()
+        f"{n} {kind} ("
+        + " and ".join(
+            [f"{kept:,} tokens"] * (kept > 0 or not state)
+            + [f"a {_size(state)} state"] * (state > 0)
+        )
+        + ")"
+        for (kind, kept, state), n in counts.items()
     )
     store = args.kv_dtype or args.dtype or "bfloat16"
     if args.kv_quant == "fp8":
@@ -283,6 +291,14 @@ def _kv_layout(config, args) -> str:
         store = f"{args.kv_quant}, up to 128 tokens a layer in {store}"
     when = ", while decoding" if args.kv_keep == "window" else ""
     return f"(KV cache: {kinds}; stored as {store}{when})"
+
+
+def _size(n: int) -> str:
+    """A size in the unit that suits it (KiB, MiB or GiB), for a line of text."""
+    for unit, name in ((GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")):
+        if n >= unit:
+            return f"{n / unit:.3g} {name}"
+    return f"{n} bytes"
 
 
 def _optimizer_name(args) -> str:

@@ -48,8 +48,21 @@ def parsed(html: str) -> Links:
     return p
 
 
+def why_the_build_failed(log: str, most: int = 40) -> str:
+    """A failed build's causes first, compactly (CI shows only the start of a long
+    message): its warnings and errors (the stderr gate's name the chapter, the cell and
+    the text), each cell error's lines, then the log's last lines."""
+    lines = log.splitlines()
+    cause = re.compile(
+        r"WARNING: |ERROR: |Error|Exception|Traceback|timed out|Killed|^=== "
+    )
+    picked = [i for i, line in enumerate(lines) if cause.search(line)]
+    shown = [lines[i][:300] for i in picked[:most]]
+    return "\n".join(["causes:", *shown, "last lines:", *lines[-15:]])
+
+
 def test_book_builds_from_scratch_without_warnings(built_book):
-    assert built_book.returncode == 0, built_book.log[-5000:]
+    assert built_book.returncode == 0, why_the_build_failed(built_book.log)
     warnings = [
         line
         for line in built_book.log.splitlines()

@@ -10,7 +10,8 @@ code that uses them (a module imports only those listed before it here):
   :func:`fits_on`)
 - :mod:`.shapes` - head size, key-value heads, a block's linear layers
 - :mod:`.kv_cache` - the KV cache layer by layer: full, sliding, chunked, latent (MLA),
-  stored in 16/32 bits, fp8, int4 or int2 (:func:`kv_cache_bytes`)
+  stored in 16/32 bits, fp8, int4 or int2, and the fixed-size states of Mamba, linear
+  attention and convolution layers (:func:`kv_cache_bytes`, :func:`state_bytes`)
 - :mod:`.activations` - inference and training activations per block family
 - :mod:`.optimizers` - optimizer states and the step's temporaries
   (:func:`optimizer_state_bytes`, :func:`optimizer_temporaries`)
@@ -48,11 +49,13 @@ from .kv_cache import (  # noqa: F401
     ATTENTION_TYPES,
     KEEPS,
     KV_QUANTS,
+    STATE_TYPES,
     kv_cache_bytes,
     kv_cache_layers,
     kv_layers,
     kv_value_bytes,
     kv_widths,
+    state_bytes,
 )
 from .optimizers import (  # noqa: F401
     BNB_MIN_8BIT_SIZE,

@@ -16,7 +16,13 @@ def prefill_activation_bytes(
     """One layer's working set in the prompt pass (layers run one at a time; SDPA keeps no
     seq x seq matrix): residual in and out, queries, keys and values, the MLP's gate, up and
     activated tensors."""
-    h, inter = config.hidden_size, config.intermediate_size
+    h, inter = config.hidden_size, getattr(config, "intermediate_size", None)
+    if not inter:
+        kind = getattr(config, "model_type", "this model")
+        raise EstimateError(
+            f"{kind} has no MLP width (intermediate_size): its prompt-pass activations "
+            "are not counted"
+        )
     return batch * seq * (5 * h + 3 * inter) * bytes_per_value
 
 

@@ -30,11 +30,20 @@ def load_config(source: str):
                 f"{path} has no 'model_type': is it a transformers config.json?"
             )
         model_type = data.pop("model_type")
+        from transformers import PretrainedConfig
+
+        # transformers writes an infinite float as {"__float__": "Infinity"}
+        data = PretrainedConfig._decode_special_floats(data)
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        if model_type not in CONFIG_MAPPING:
+            raise EstimateError(f"unknown model type {model_type!r} in {path}")
         try:
             return AutoConfig.for_model(model_type, **data)
-        except (ValueError, KeyError) as exc:
+        except Exception as exc:  # unknown type, a field transformers rejects: one line
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
             raise EstimateError(
-                f"unknown model type {model_type!r} in {path} ({str(exc).splitlines()[0]})"
+                f"transformers cannot read {path} as a {model_type!r} config ({why})"
             ) from None
     try:
         return AutoConfig.from_pretrained(source)

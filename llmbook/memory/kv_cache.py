@@ -2,11 +2,13 @@
 keys and values for the tokens it attends to, full attention every token, a sliding
 window or an attention chunk only the last ones once decoding starts, multi-head latent
 attention (MLA) one compressed latent and one shared rotary key per token; layers that
-share another layer's cache, or have no attention, keep none. Layers that keep a
-recurrent state instead (Mamba, linear attention) are refused in one sentence, not
-guessed. The cache may be stored in 16 or 32 bits, in fp8, or quantized to 4 or 2 bits
-with a full-precision window of recent tokens (:func:`kv_value_bytes`). Not counted: a
-paged allocator's unused blocks."""
+share another layer's cache, or have no attention, keep none. Layers that keep a state
+of fixed size instead (Mamba, linear attention, short convolutions), alone or beside
+attention, are counted as transformers' own cache holds them, read off a forward pass of
+the model on the meta device (:func:`state_bytes`); what cannot be read so is refused in
+one sentence, not guessed. The cache may be stored in 16 or 32 bits, in fp8, or
+quantized to 4 or 2 bits with a full-precision window of recent tokens
+(:func:`kv_value_bytes`). Not counted: a paged allocator's unused blocks."""
 
 from __future__ import annotations
 
@@ -23,14 +25,21 @@ from .weights import EstimateError
 KEEPS = ("all", "window")
 
 
-#: Layer types (transformers' ``layer_types``) whose cache this module counts; a layer
-#: of another type is refused: a recurrent state (:data:`RECURRENT_TYPES`), or a cache
-#: of another shape (indexed or compressed sparse attention).
+#: Layer types (transformers' ``layer_types``) whose cache this module counts from
+#: the config; a layer of another type is either one of :data:`STATE_TYPES` or refused
+#: (a cache of another shape: indexed or compressed sparse attention).
 ATTENTION_TYPES = ("full_attention", "sliding_attention", "chunked_attention", "dummy")
 
 
-#: Layer types that keep a fixed-size recurrent state instead of a growing cache.
-RECURRENT_TYPES = ("linear_attention", "hybrid", "hybrid_sliding", "conv")
+#: Layer types that keep a state of fixed size, whatever the number of tokens: the last
+#: inputs of a short convolution and, for Mamba and linear attention (Gated DeltaNet),
+#: a recurrent state; ``hybrid`` layers (Falcon-H1, Zamba) keep one beside a growing
+#: attention cache, ``hybrid_sliding`` beside a window. Counted by :func:`state_bytes`.
+STATE_TYPES = ("linear_attention", "conv", "hybrid", "hybrid_sliding")
+
+#: Of :data:`STATE_TYPES`, those that also cache keys and values, and the attention
+#: they use.
+HYBRID_ATTENTION = {"hybrid": "full_attention", "hybrid_sliding": "sliding_attention"}
 
 
 #: Architectures whose cache is not the config's KV heads: Falcon caches one head
@@ -39,8 +48,9 @@ RECURRENT_TYPES = ("linear_attention", "hybrid", "hybrid_sliding", "conv")
 UNCOUNTED_MODELS = ("falcon",)
 
 
-#: Architectures with no attention at all: a recurrent state in every layer.
-RECURRENT_MODELS = ("rwkv", "xlstm", "mamba", "mamba2", "falcon_mamba")
+#: Architectures that keep their recurrent state outside transformers' cache layers,
+#: so it cannot be read off them.
+RECURRENT_MODELS = ("rwkv", "xlstm")
 
 
 #: How the cache's values may be stored (``kv_quant``): as they are (None), fp8 (one
@@ -64,9 +74,10 @@ def kv_layers(config) -> list[tuple[str, int | None]]:
             f"{kind}'s cache does not follow its KV heads (multi-query or broadcast "
             "heads): its KV cache is not counted"
         )
-    if kind in RECURRENT_MODELS or not getattr(config, "num_attention_heads", None):
+    if kind in RECURRENT_MODELS:
         raise EstimateError(
-            f"{kind} keeps a recurrent state, not a KV cache: its state is not counted"
+            f"{kind} keeps a recurrent state outside transformers' cache: its state is "
+            "not counted"
         )
     try:
         from transformers.cache_utils import get_layer_types_and_kwargs
@@ -80,13 +91,7 @@ def kv_layers(config) -> list[tuple[str, int | None]]:
         raise EstimateError(
             f"{kind}'s layer_types names {len(types)} layers, not {layers}"
         )
-    recurrent = sorted({t for t in types if t in RECURRENT_TYPES})
-    if recurrent:
-        raise EstimateError(
-            f"{kind}'s {', '.join(recurrent)} layers keep a recurrent state, which the "
-            "KV cache estimate does not count: only attention layers' caches are known"
-        )
-    unknown = sorted({t for t in types if t not in ATTENTION_TYPES})
+    unknown = sorted({t for t in types if t not in ATTENTION_TYPES + STATE_TYPES})
     if unknown:
         raise EstimateError(
             f"{kind}'s {', '.join(unknown)} layers cache in a layout the KV cache "
@@ -173,24 +178,118 @@ def kv_value_bytes(
     return (kept * bytes_per_value + (tokens - kept) * quantized) / tokens
 
 
+def state_bytes(config, dtype: str = "bfloat16") -> list[int]:
+    """Bytes of the fixed-size state each decoder layer keeps for one sequence (0 for a
+    layer without one: :data:`STATE_TYPES`), as transformers' own cache holds them:
+    the model's class run on the meta device (shapes only: nothing is allocated or
+    computed) over a short prompt, then each cache layer's convolution and recurrent
+    states read off. The model's ``dtype`` sets theirs, except where its code keeps them
+    in fp32 (the recurrent states of Mamba and of Gated DeltaNet in transformers'
+    PyTorch path, measured in the tests on the CPU; CUDA kernels such as mamba_ssm's may
+    keep another dtype). A model that cannot be read so is refused in one sentence."""
+    key = (config.to_json_string(use_diff=False), str(dtype))
+    if key not in _STATES:
+        _STATES[key] = _read_states(config, dtype)
+    return list(_STATES[key])
+
+
+_STATES: dict[tuple[str, str], tuple[int, ...]] = {}
+
+
+def _read_states(config, dtype) -> tuple[int, ...]:
+    import warnings
+
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
+
+    kind = getattr(config, "model_type", "this model")
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # "falling back to the PyTorch implementation"
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForCausalLM.from_config(
+                config, dtype=getattr(torch, dtype), **_experts(config)
+            )
+            out = model(input_ids=torch.zeros(1, 8, dtype=torch.long), use_cache=True)
+        cache = out.past_key_values
+        layers = list(cache.layers)
+    except Exception as exc:  # one line for the reader, not a traceback
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise EstimateError(
+            f"{kind}'s recurrent state could not be read off transformers' cache on "
+            f"the meta device ({why})"
+        ) from None
+    finally:
+        logging.set_verbosity(verbosity)
+    if len(layers) != config.num_hidden_layers:
+        raise EstimateError(
+            f"{kind}'s cache has {len(layers)} layers, not {config.num_hidden_layers}: "
+            "its recurrent state is not counted"
+        )
+    sizes = []
+    for layer in layers:
+        states = [
+            tensor
+            for name in ("conv_states", "recurrent_states")
+            for tensor in (getattr(layer, name, None) or {}).values()
+            if isinstance(tensor, torch.Tensor)
+        ]
+        sizes.append(sum(t.numel() * t.element_size() for t in states))
+    return tuple(sizes)
+
+
+def _experts(config) -> dict:
+    """A mixture of experts on the meta device: ``batched_mm``, the one implementation of
+    transformers' experts that runs there in every dtype (its default, ``grouped_mm``,
+    takes bf16 only; ``eager`` picks experts by value)."""
+    try:
+        from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+    except ImportError:
+        return {}
+    return (
+        {"experts_implementation": "batched_mm"}
+        if ("batched_mm" in ALL_EXPERTS_FUNCTIONS)
+        else {}
+    )
+
+
 def kv_cache_layers(
-    config, batch: int, tokens: int, bytes_per_value: int = 2, keep: str = "all"
+    config,
+    batch: int,
+    tokens: int,
+    bytes_per_value: int = 2,
+    keep: str = "all",
+    state_dtype: str | None = None,
 ) -> list[dict]:
     """Each decoder layer's cache (:func:`kv_layers`, :func:`kv_widths`): its ``type``,
-    the ``tokens`` it keeps and its ``bytes`` for ``batch`` sequences of ``tokens``
-    tokens, at ``bytes_per_value`` a value. A sliding or chunked layer keeps every token
-    (``keep="all"``) or ``min(tokens, window)`` (``"window"``, :data:`KEEPS`)."""
+    the ``tokens`` it keeps, the ``bytes`` of its keys and values for ``batch``
+    sequences of ``tokens`` tokens at ``bytes_per_value`` a value, and the bytes of its
+    fixed-size ``state`` (:func:`state_bytes`, in the model's ``state_dtype``: by
+    default fp32 for a 4-byte cache, else bf16). A sliding or chunked layer keeps every
+    token (``keep="all"``) or ``min(tokens, window)`` (``"window"``, :data:`KEEPS`)."""
     if keep not in KEEPS:
         raise EstimateError(f"unknown keep {keep!r}; choose one of {', '.join(KEEPS)}")
     kinds = kv_layers(config)  # refuses what is not counted, first
-    keys, values = kv_widths(config)
+    attends = [
+        kind in HYBRID_ATTENTION or kind in ATTENTION_TYPES and kind != "dummy"
+        for kind, _ in kinds
+    ]
+    keys, values = kv_widths(config) if any(attends) else (0, 0)
+    states = [0] * len(kinds)
+    if any(kind in STATE_TYPES for kind, _ in kinds):
+        dtype = state_dtype or ("float32" if bytes_per_value == 4 else "bfloat16")
+        states = state_bytes(config, dtype)
     out = []
-    for kind, window in kinds:
-        kept = 0 if kind == "dummy" else tokens
+    for (kind, window), attend, state in zip(kinds, attends, states, strict=True):
+        kept = tokens if attend else 0
         if window and keep == "window":
-            kept = min(tokens, window)
+            kept = min(kept, window)
         size = batch * kept * (keys + values) * bytes_per_value
-        out.append(dict(type=kind, tokens=kept, bytes=size))
+        out.append(
+            dict(type=kind, tokens=kept, bytes=size, state=batch * state * (tokens > 0))
+        )
     return out
 
 
@@ -203,6 +302,7 @@ def kv_cache_bytes(
     kv_quant: str | None = None,
     kv_group: int = 64,
     kv_residual: int = 128,
+    state_dtype: str | None = None,
 ) -> int:
     """Bytes of the KV cache for ``batch`` sequences of ``tokens`` tokens: every layer's
     keys and values (:func:`kv_cache_layers`). For a Llama, ``2 x layers x batch x
@@ -210,8 +310,10 @@ def kv_cache_bytes(
     fewer bits (:func:`kv_value_bytes`): fp8 as vLLM's ``kv_cache_dtype="fp8"`` or
     transformers' fp8 ``QuantizedCache``; int4 and int2 as transformers'
     ``QuantizedCache``, which takes only models whose layers all use full attention, so
-    they are refused for others."""
-    layers = kv_cache_layers(config, batch, tokens, 1, keep)
+    they are refused for others. Layers with a fixed-size state (:data:`STATE_TYPES`)
+    add it as transformers keeps it, in the model's ``state_dtype``, never quantized."""
+    dtype = state_dtype or ("float32" if bytes_per_value == 4 else "bfloat16")
+    layers = kv_cache_layers(config, batch, tokens, 1, keep, dtype)
     if kv_quant in ("int4", "int2") and any(
         layer["type"] != "full_attention" for layer in layers
     ):
@@ -221,6 +323,7 @@ def kv_cache_bytes(
         )
     total = 0.0
     for layer in layers:
+        total += layer["state"]
         if layer["tokens"]:
             per_value = kv_value_bytes(
                 layer["tokens"], bytes_per_value, kv_quant, kv_group, kv_residual
