@@ -1,7 +1,7 @@
 """``python -m llmbook memory CONFIG ...``: the estimator's command line.
 
-Reads a config (a ``config.json`` file, a folder holding one, or a hub id: downloaded
-when online, else from the local cache), then prints the stored bytes
+Reads a config (a preset's name, a ``config.json`` file, a folder holding one, or a hub
+id: downloaded when online, else from the local cache), then prints the stored bytes
 (:func:`llmbook.memory.estimate`) or, with ``--recipe``, the peak of a training step on
 one or several GPUs and which GPUs it fits.
 Bad input ends in one line and exit status 2.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from .memory.activations import ATTENTIONS
-from .memory.configs import load_config
+from .memory.configs import MODEL_PRESETS, PRESETS, load_config
 from .memory.gpus import GPUS, fits_on, usable_bytes
 from .memory.kv_cache import KEEPS, KV_QUANTS, kv_cache_layers
 from .memory.optimizers import OPTIMIZER_IMPLS, OPTIMIZERS
@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m llmbook memory", description=main.__doc__
     )
     parser.add_argument(
-        "config", help="a config.json, a folder holding one, or a hub id (online)"
+        "config",
+        help="a preset (" + ", ".join([*PRESETS, *MODEL_PRESETS]) + "), a config.json, "
+        "a folder holding one, or a hub id (online)",
     )
     parser.add_argument(
         "--dtype",

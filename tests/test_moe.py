@@ -11,30 +11,50 @@ from transformers import AutoConfig, LlamaConfig
 
 from llmbook import cli, memory
 
-# name: (model type, what differs from transformers' defaults, published total and
-# active parameters in billions, what the active count includes)
+# preset: the total and active parameters its makers publish, in billions (None where
+# they publish only a rounded "A3B"), and whether their active count leaves out the
+# input embedding (a lookup), as OpenAI's does
 PUBLISHED = {
-    "Mixtral-8x7B": ("mixtral", {}, 46.7, 12.9),
-    "DeepSeek-V3": ("deepseek_v3", {}, 671, 37),
-    "Llama-4-Scout": ("llama4_text", {}, 109, 17),
+    "gpt-oss-20b": (20.9, 3.61, True),
+    "gpt-oss-120b": (116.8, 5.13, True),
+    "Mixtral-8x7B": (46.7, 12.9, False),
+    "Qwen3-30B-A3B": (30.5, 3.3, False),
+    "DeepSeek-V3": (671, 37, False),
+    "Llama-4-Scout": (109, 17, False),
+    "Qwen3-Next-80B-A3B": (80, None, False),
+    "Jamba-v0.1": (52, 12, False),
 }
 
 
+def test_every_preset_is_checked():
+    assert set(PUBLISHED) == set(memory.MODEL_PRESETS)
+
+
 @pytest.mark.parametrize("name", list(PUBLISHED))
-def test_active_parameters_are_the_published_ones(name):
-    kind, changes, total, active = PUBLISHED[name]
-    config = AutoConfig.for_model(kind, **changes)
+def test_presets_have_the_published_parameter_counts(name):
+    total, active, without_embedding = PUBLISHED[name]
+    config = memory.preset_config(name)
+    assert config.model_type == memory.MODEL_PRESETS[name][0]
     n = memory.estimate(config, "bfloat16").n_parameters
     assert n / 1e9 == pytest.approx(total, rel=0.02)
-    assert memory.active_parameters(config) / 1e9 == pytest.approx(active, rel=0.02)
+    counted = memory.active_parameters(config)
+    if without_embedding:
+        counted -= config.vocab_size * config.hidden_size
+    if active is not None:
+        assert counted / 1e9 == pytest.approx(active, rel=0.02)
+    assert counted < n
 
 
-def test_gpt_oss_counts_the_input_embedding_that_openai_leaves_out():
-    """gpt-oss-20b: 3.6B active per OpenAI, the input embedding (a lookup) left out."""
-    config = AutoConfig.for_model("gpt_oss", num_hidden_layers=24, num_local_experts=32)
-    embedding = config.vocab_size * config.hidden_size
-    active = memory.active_parameters(config)
-    assert (active - embedding) / 1e9 == pytest.approx(3.61, rel=0.01)
+def test_a_preset_by_name_on_the_command_line(capsys):
+    """gpt-oss-20b as published: bf16, experts in MXFP4, about 13 GiB."""
+    assert cli.main(["gpt-oss-20b", "--quantization", "mxfp4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    config = memory.preset_config("gpt-oss-20b")
+    assert out["total_bytes"] == memory.estimate(config, None, "mxfp4").total_bytes
+    assert 12 < out["total_bytes"] / 2**30 < 14
+    assert cli.main(["gpt-oss-21b"]) == 2
+    said = capsys.readouterr().out
+    assert "gpt-oss-21b" in said and "\n" not in said.strip()
 
 
 def test_a_dense_model_is_active_whole_and_the_command_line_says_so(tmp_path, capsys):

@@ -35,8 +35,10 @@ from .activations import (  # noqa: F401
     training_activation_bytes,
 )
 from .configs import (  # noqa: F401
+    MODEL_PRESETS,
     PRESETS,
     load_config,
+    preset_config,
 )
 from .gpus import (  # noqa: F401
     ALLOCATOR_SLACK,

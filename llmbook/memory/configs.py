@@ -1,6 +1,8 @@
 """Where a model's shapes come from: a ``config.json`` (a file, a folder, or a hub id,
-downloaded when online, else read from the local cache) and the book's presets of public Llama-architecture
-configs. Counts nothing itself."""
+downloaded when online, else read from the local cache), the book's presets of public
+Llama-architecture configs (:data:`PRESETS`, which the web calculator also reads) and of
+today's mixture-of-experts and hybrid models (:data:`MODEL_PRESETS`). Counts nothing
+itself."""
 
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ from .weights import EstimateError
 
 
 def load_config(source: str):
-    """A transformers config from a config.json file, a folder holding one, or a hub id."""
+    """A transformers config from a preset's name (:func:`preset_config`), a
+    config.json file, a folder holding one, or a hub id."""
     from transformers import AutoConfig
 
+    if source in PRESETS or source in MODEL_PRESETS:
+        return preset_config(source)
     path = Path(source)
     if path.is_dir():
         path = path / "config.json"
@@ -45,14 +50,18 @@ def load_config(source: str):
             raise EstimateError(
                 f"transformers cannot read {path} as a {model_type!r} config ({why})"
             ) from None
+    from huggingface_hub.utils import logging as hub_logging
+
+    verbosity = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()  # its own line about a failed request: ours says it
     try:
         return AutoConfig.from_pretrained(source)
-    except (
-        Exception
-    ) as exc:  # network, missing repo, unknown type: one line for the user
+    except Exception as exc:  # network, missing repo, unknown type: one line
         raise EstimateError(
             f"could not load a config for {source!r}: {str(exc).splitlines()[0]}"
         ) from None
+    finally:
+        hub_logging.set_verbosity(verbosity)
 
 
 #: Public Llama-architecture configs (``LlamaConfig`` keyword arguments) for presets.
@@ -121,3 +130,56 @@ PRESETS: dict[str, dict[str, Any]] = {
         tie_word_embeddings=False,
     ),
 }
+
+
+#: Today's mixture-of-experts and hybrid models: name: (transformers model type, what
+#: their published config.json sets beyond transformers' defaults for that type, the hub
+#: id it comes from). transformers' defaults are these checkpoints' own where nothing is
+#: set (its docs name them), and bf16 as every one was published; the tests check each
+#: total and active parameter count against the one its makers publish. Some publish
+#: quantized weights too (gpt-oss's experts in MXFP4: ``--quantization mxfp4``).
+MODEL_PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "gpt-oss-20b": (
+        "gpt_oss",
+        dict(num_hidden_layers=24, num_local_experts=32),
+        "openai/gpt-oss-20b",
+    ),
+    "gpt-oss-120b": ("gpt_oss", {}, "openai/gpt-oss-120b"),
+    "Mixtral-8x7B": ("mixtral", {}, "mistralai/Mixtral-8x7B-v0.1"),
+    "Qwen3-30B-A3B": (
+        "qwen3_moe",
+        dict(
+            hidden_size=2048,
+            intermediate_size=6144,
+            num_hidden_layers=48,
+            num_attention_heads=32,
+            num_key_value_heads=4,
+            head_dim=128,
+            moe_intermediate_size=768,
+            num_experts=128,
+            num_experts_per_tok=8,
+            vocab_size=151936,
+            tie_word_embeddings=False,
+            max_position_embeddings=40960,
+        ),
+        "Qwen/Qwen3-30B-A3B",
+    ),
+    "DeepSeek-V3": ("deepseek_v3", {}, "deepseek-ai/DeepSeek-V3"),  # and R1's
+    "Llama-4-Scout": ("llama4_text", {}, "meta-llama/Llama-4-Scout-17B-16E"),
+    "Qwen3-Next-80B-A3B": ("qwen3_next", {}, "Qwen/Qwen3-Next-80B-A3B-Instruct"),
+    "Jamba-v0.1": ("jamba", {}, "ai21labs/Jamba-v0.1"),
+}
+
+
+def preset_config(name: str):
+    """The transformers config of a preset: one of :data:`PRESETS` (a ``LlamaConfig``)
+    or :data:`MODEL_PRESETS`."""
+    from transformers import AutoConfig, LlamaConfig
+
+    if name in PRESETS:
+        return LlamaConfig(**PRESETS[name])
+    if name not in MODEL_PRESETS:
+        names = ", ".join([*PRESETS, *MODEL_PRESETS])
+        raise EstimateError(f"no preset {name!r}; the presets are {names}")
+    kind, changes, _ = MODEL_PRESETS[name]
+    return AutoConfig.for_model(kind, dtype="bfloat16", **changes)  # as published
