@@ -67,3 +67,41 @@ def test_a_dense_model_is_active_whole_and_the_command_line_says_so(tmp_path, ca
     assert out["active_parameters"] == memory.active_parameters(config)
     assert cli.main([str(tmp_path)]) == 0
     assert "active per token" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("precision", ["int8", "nf4"])
+def test_bitsandbytes_leaves_the_experts_in_16_bits(tmp_path, precision):
+    """transformers 5 stores a layer's experts as stacked parameters, not nn.Linear
+    modules, and bitsandbytes replaces only nn.Linear: loaded in int8 or nf4, a Mixtral's
+    attention is quantized and its experts stay bf16. The estimate counts it so, to the
+    byte of get_memory_footprint()."""
+    import warnings
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from llmbook.bench import load_kwargs
+
+    small = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2)
+    config = AutoConfig.for_model(
+        "mixtral",
+        **small,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=1000,
+        num_local_experts=4,
+    )
+    AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(
+        tmp_path
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_pretrained(
+            tmp_path, device_map="cpu", **load_kwargs(precision, "bfloat16")
+        )
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    experts = [name for name in dtypes if ".experts." in name]
+    assert experts and all(dtypes[name] == torch.bfloat16 for name in experts)
+    assert dtypes["model.layers.0.self_attn.q_proj.weight"] in (torch.int8, torch.uint8)
+    est = memory.estimate(config, torch.bfloat16, precision)
+    assert est.footprint_bytes == model.get_memory_footprint()
