@@ -489,6 +489,48 @@ def test_memory_calculator_by_choosing_and_typing(site, browser, shots, viewport
         )
 
 
+def test_memory_calculator_mixture_of_experts_and_hybrid_presets(site, browser):
+    """A hybrid preset (fixed-size states beside attention) and a mixture of experts:
+    inference equals Python's to the byte; the shape fields show the model, locked;
+    training is refused in one line."""
+    with Visit(browser, f"{site}/book/memory_calculator.html") as v:
+        calc = v.page.locator("[data-llmb-widget='memory-calculator']")
+        for name in ("Qwen3-Next-80B-A3B", "gpt-oss-20b"):
+            want = next(
+                r
+                for r in VECTORS["model_presets"]
+                if r["name"] == name
+                and r["options"]["dtype"] == "bfloat16"
+                and r["options"]["quantization"] == "nf4"
+                and not r["options"]["double_quant"]
+                and r["options"]["kv_quant"] == "fp8"
+                and r["options"]["kv_keep"] == "all"
+            )
+            calc.locator("select[id$='-preset']").select_option(name)
+            calc.locator("select[data-field='recipe']").select_option("inference")
+            calc.locator("select[data-field='quantization']").select_option("nf4")
+            calc.locator("input[data-field='double_quant']").uncheck()
+            calc.locator("select[data-field='kv_quant']").select_option("fp8")
+            for field in ("batch", "context"):
+                calc.locator(f"input[data-field='{field}']").fill(
+                    str(want["options"][field])
+                )
+            total = calc.locator("p.llmb-total")
+            assert int(total.get_attribute("data-total-bytes")) == sum(
+                want["parts"].values()
+            )
+            assert "active per token" in total.inner_text()
+            assert calc.locator("input[data-field='hidden_size']").is_disabled()
+            assert calc.locator("input[data-field='hidden_size']").input_value() == str(
+                want["config"]["hidden_size"]
+            )
+        calc.locator("select[data-field='recipe']").select_option("lora")
+        error = calc.locator(".llmb-error").inner_text()
+        assert "choose inference" in error and "\n" not in error
+        calc.locator("select[id$='-preset']").select_option("Llama-3-8B")
+        assert not calc.locator("input[data-field='hidden_size']").is_disabled()
+
+
 def test_memory_calculator_is_in_the_model_memory_chapter(site, browser):
     with Visit(browser, f"{site}/book/02_model_memory.html") as v:
         assert (

@@ -132,7 +132,12 @@ def breakdown(
     width = _width(dtype)
     if recipe == "inference":
         kv_width = width if kv_dtype is None else _width(kv_dtype)
-        kv = kv_cache_bytes(config, batch, context, kv_width, kv_keep, kv_quant)
+        states = (
+            "float32" if width == 4 else "bfloat16"
+        )  # a recurrent state's: the model's
+        kv = kv_cache_bytes(
+            config, batch, context, kv_width, kv_keep, kv_quant, state_dtype=states
+        )
         reading = 1 if kv_keep == "window" else context  # decoding: a token at a time
         return {
             "weights": estimate(config, dtype, quantization, double_quant).total_bytes,

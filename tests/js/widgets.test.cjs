@@ -132,6 +132,31 @@ test("each moment of a step and the peak equal llmbook.memory.step_phases and pe
   assert.deepEqual(failures.slice(0, 10), []);
 });
 
+test("mixture-of-experts and hybrid presets: inference equals Python's, training is refused", () => {
+  const presets = (() => { // the page's file, as a browser would run it
+    const window = {}; new Function("window", fs.readFileSync(path.join(__dirname, "..", "..", "book",
+      "_static", "widgets", "presets.js"), "utf8"))(window); return window.LLMBookModelPresets; })();
+  assert.deepEqual(Object.keys(presets).sort(), [...new Set(V.model_presets.map((r) => r.name))].sort());
+  const failures = [];
+  for (const row of V.model_presets) {
+    assert.deepEqual(presets[row.name], row.config); // the page's preset is the tested one
+    const got = W.breakdown(row.config, row.options);
+    for (const [k, v] of Object.entries(row.parts)) {
+      if (got[k] !== v) failures.push(`${row.name} ${JSON.stringify(row.options)} ${k}: ${got[k]} vs ${v}`);
+    }
+    const [moment, parts] = W.peak(row.config, row.options);
+    if (moment !== row.peak[0] || JSON.stringify(parts) !== JSON.stringify(row.peak[1])) {
+      failures.push(`${row.name} ${JSON.stringify(row.options)} peak ${moment} vs ${row.peak[0]}`);
+    }
+    if (W.parameters(row.config) !== row.parameters) failures.push(`${row.name} parameters`);
+  }
+  assert.deepEqual(failures.slice(0, 10), []);
+  assert.ok(V.model_presets.some((r) => r.config.state_bytes)); // hybrids among them
+  for (const c of Object.values(presets)) {
+    assert.throws(() => W.stepPhases(c, { recipe: "lora" }), /Llama-shaped models here, not/);
+  }
+});
+
 test("the GPUs a job fits on equal llmbook.memory.fits_on", () => {
   const failures = [];
   for (const row of V.memory) {

@@ -44,7 +44,9 @@
       h.classList.add("llmb-widget");
       if (h.dataset.llmbWidget === "float-explorer") floatExplorer(h);
       else if (h.dataset.llmbWidget === "memory-calculator") {
-        if (root.LLMBookPresets && root.LLMBookGPUs) memoryCalculator(h, root.LLMBookPresets, root.LLMBookGPUs);
+        if (root.LLMBookPresets && root.LLMBookGPUs) {
+          memoryCalculator(h, root.LLMBookPresets, root.LLMBookGPUs, root.LLMBookModelPresets || {});
+        }
         else h.textContent = "The calculator's presets (presets.js) did not load; rebuild the site.";
       }
     });

@@ -27,15 +27,23 @@
     gradient_buckets: "#6699CC", gathered_weights: "#004488", reduce_scatter_buffers: "#BB5566",
     layer_gradients: "#EE7733", root_gradients: "#994455", output_cache: "#BBBB00", previous_cache: "#EE99AA" };
 
-  function memoryCalculator(host, presets, gpuData) {
+  function memoryCalculator(host, presets, gpuData, modelPresets) {
+    modelPresets = modelPresets || {};
     const id = "mc" + Math.random().toString(36).slice(2, 8);
     const fieldsSpec = [["hidden_size", "hidden size"], ["num_hidden_layers", "layers"], ["vocab_size", "vocabulary"],
       ["num_attention_heads", "attention heads"], ["num_key_value_heads", "KV heads"],
       ["intermediate_size", "MLP size"]];
     const controls = el("div", { class: "llmb-grid" });
     const preset = el("select", { id: id + "-preset" });
-    for (const name of Object.keys(presets)) preset.appendChild(el("option", { value: name, text: name }));
-    preset.appendChild(el("option", { value: "custom", text: "custom" }));
+    const llamas = el("optgroup", { label: "Llama-shaped (editable below)" });
+    for (const name of Object.keys(presets)) llamas.appendChild(el("option", { value: name, text: name }));
+    llamas.appendChild(el("option", { value: "custom", text: "custom" }));
+    preset.appendChild(llamas);
+    if (Object.keys(modelPresets).length) { // mixtures of experts and hybrids, as published
+      const others = el("optgroup", { label: "Mixture of experts and hybrids (inference)" });
+      for (const name of Object.keys(modelPresets)) others.appendChild(el("option", { value: name, text: name }));
+      preset.appendChild(others);
+    }
     controls.appendChild(el("label", { for: id + "-preset", text: "Preset" }));
     controls.appendChild(preset);
     const inputs = {};
@@ -99,13 +107,17 @@
     host.appendChild(out);
 
     function loadPreset() {
-      const p = presets[preset.value];
+      const model = modelPresets[preset.value]; // its shape is fixed: the fields show it
+      for (const [key] of fieldsSpec) inputs[key].disabled = !!model;
+      tie.disabled = !!model;
+      const p = model || presets[preset.value];
       if (!p) return;
-      for (const [key] of fieldsSpec) inputs[key].value = String(p[key]);
+      for (const [key] of fieldsSpec) inputs[key].value = p[key] == null ? "" : String(p[key]);
       tie.checked = !!p.tie_word_embeddings;
     }
 
     function config() {
+      if (modelPresets[preset.value]) return modelPresets[preset.value];
       const c = {};
       for (const [key] of fieldsSpec) c[key] = Number(inputs[key].value);
       c.tie_word_embeddings = tie.checked;
@@ -115,7 +127,8 @@
     function render() {
       const c = config();
       out.innerHTML = "";
-      const bad = fieldsSpec.filter(([k]) => !(Number.isInteger(c[k]) && c[k] > 0)).map(([, l]) => l);
+      const model = modelPresets[preset.value];
+      const bad = model ? [] : fieldsSpec.filter(([k]) => !(Number.isInteger(c[k]) && c[k] > 0)).map(([, l]) => l);
       if (!bad.length && c.hidden_size % c.num_attention_heads) bad.push("hidden size divisible by heads");
       if (!bad.length && c.num_attention_heads % c.num_key_value_heads) bad.push("heads divisible by KV heads");
       if (bad.length) { out.appendChild(el("p", { class: "llmb-error", text: "Check: " + bad.join(", ") })); return; }
@@ -131,14 +144,25 @@
       if (parallel && offload.checked && sharding.value !== "zero2" && sharding.value !== "zero3") {
         out.appendChild(el("p", { class: "llmb-error", text: "Check: CPU offload needs ZeRO-2 or ZeRO-3" })); return;
       }
-      const phases = parallel ? shardedPhases(c, Object.assign({ gpus: nGpus, sharding: sharding.value,
-        offload: offload.checked }, job)) : stepPhases(c, job);
+      if (model && recipe.value !== "inference") {
+        out.appendChild(el("p", { class: "llmb-error", text: "Check: the job. Training memory is counted " +
+          "for Llama-shaped models only; for " + preset.value + " choose inference" })); return;
+      }
+      let phases;
+      try {
+        phases = parallel ? shardedPhases(c, Object.assign({ gpus: nGpus, sharding: sharding.value,
+          offload: offload.checked }, job)) : stepPhases(c, job);
+      } catch (e) { // a choice this model does not take (an int4 cache on sliding layers): one line
+        out.appendChild(el("p", { class: "llmb-error", text: "Check: " + e.message })); return;
+      }
       const [moment, live] = largest(phases);
       const GiB = Math.pow(2, 30);
       const sum = (p) => Object.values(p).reduce((s, v) => s + v, 0);
       const total = sum(live);
       out.appendChild(el("p", { class: "llmb-total", "data-total-bytes": String(total), "data-moment": moment,
-        text: (parameters(c) / 1e9).toFixed(2) + "B parameters; peak " + (total / GiB).toFixed(2) + " GiB" +
+        text: (parameters(c) / 1e9).toFixed(2) + "B parameters" + (model ? " (" +
+          (model.active_parameters / 1e9).toFixed(2) + "B active per token)" : "") +
+          "; peak " + (total / GiB).toFixed(2) + " GiB" +
           (parallel ? " on each of " + nGpus + " GPUs (" + sharding.value + (offload.checked ? ", offload" : "") + ")" : "") +
           ", during the " + moment + (recipe.value === "inference" ? "" : " (the parts alive then, below)") }));
       const maxGiB = Math.max(total / GiB, 16) * 1.08;
@@ -222,6 +246,12 @@
           "MixedPrecisionPolicy with reduce_dtype=float32" : "") + ". On a T4, or computing in fp32, a model with " +
           "grouped KV heads may get SDPA's math kernel, which keeps the scores: choose eager attention then." }));
       }
+      if (model) {
+        out.appendChild(el("p", { class: "llmb-note", text: preset.value + " as published (" + model.hub_id +
+          "): every expert in memory, its cache layer by layer" + (model.state_bytes ? " with the fixed-size " +
+          "states of its recurrent layers" : "") + ". With int8 or nf4, bitsandbytes in transformers 5 " +
+          "quantizes only nn.Linear layers: stacked experts stay in 16 bits." }));
+      }
       const fits = fitsOn(total, gpuData);
       const rule = "usable memory = nvidia-smi's total less " + (gpuData.cuda_reserve_bytes / GiB).toFixed(0) +
         " GiB for the driver and CUDA context, less " + (gpuData.allocator_slack * 100).toFixed(0) +
@@ -238,7 +268,8 @@
       render();
     });
     controls.addEventListener("change", render);
-    preset.value = host.dataset.preset && presets[host.dataset.preset] ? host.dataset.preset : Object.keys(presets)[0];
+    preset.value = host.dataset.preset && (presets[host.dataset.preset] || modelPresets[host.dataset.preset])
+      ? host.dataset.preset : Object.keys(presets)[0];
     loadPreset();
     render();
   }

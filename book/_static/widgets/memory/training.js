@@ -41,10 +41,13 @@
     const width = WIDTH[opts.dtype];
     if (!width) throw new Error("unknown dtype " + opts.dtype);
     if (RECIPES.indexOf(opts.recipe) < 0) throw new Error("unknown recipe " + opts.recipe);
+    if (opts.recipe !== "inference" && c.model_type && c.model_type !== "llama") {
+      throw new Error("training activations are measured for Llama-shaped models here, not " + c.model_type);
+    }
     if (opts.recipe === "inference") {
       return { weights: weightBytes(c, width, opts.quantization, opts.double_quant),
         kv_cache: kvCacheBytes(c, opts.batch, opts.context, opts.kv_dtype ? WIDTH[opts.kv_dtype] : width,
-          opts.kv_keep, opts.kv_quant),
+          opts.kv_keep, opts.kv_quant, undefined, undefined, width === 4 ? "float32" : "bfloat16"),
         activations: prefillActivationBytes(c, opts.batch, opts.kv_keep === "window" ? 1 : opts.context, width) };
     }
     if (opts.recipe.startsWith("full")) {

@@ -17,6 +17,7 @@
   }
 
   function parameters(c) {
+    if (c.n_parameters != null) return c.n_parameters; // a book preset Python counted
     const linear = blockLinears(c).reduce((s, [a, b]) => s + a * b, 0);
     const perLayer = linear + 2 * c.hidden_size;
     const emb = c.vocab_size * c.hidden_size;
@@ -27,6 +28,11 @@
    * (llmbook.memory.estimate): embeddings, head and norms in dtype; the blocks' linear
    * layers quantized when asked; rotary buffers in fp32; quantization constants. */
   function weightBytes(c, width, quant, doubleQuant) {
+    if (c.weight_bytes) { // a book preset of another architecture: Python counted each setting
+      const key = width + "|" + (quant || "") + "|" + (doubleQuant && quant === "nf4" ? "dq" : "");
+      if (c.weight_bytes[key] == null) throw new Error("no weights counted for " + key);
+      return c.weight_bytes[key];
+    }
     const emb = c.vocab_size * c.hidden_size;
     let bytes = emb * width * (c.tie_word_embeddings ? 1 : 2);
     bytes += (2 * c.num_hidden_layers + 1) * c.hidden_size * width; // RMSNorm weights
