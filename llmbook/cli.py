@@ -13,7 +13,7 @@ import json
 
 from .memory.activations import ATTENTIONS
 from .memory.configs import MODEL_PRESETS, PRESETS, load_config
-from .memory.gpus import GPUS, fits_on, usable_bytes
+from .memory.gpus import GPUS, PCIE_GBPS, fits_on, usable_bytes
 from .memory.kv_cache import KEEPS, KV_QUANTS, kv_cache_layers
 from .memory.optimizers import OPTIMIZER_IMPLS, OPTIMIZERS
 from .memory.sharding import SHARDINGS, sharded_phases
@@ -25,6 +25,7 @@ from .memory.weights import (
     EstimateError,
     active_parameters,
     estimate,
+    expert_bytes,
     format_bytes,
 )
 from .units import GIB, KIB, MIB
@@ -150,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         default="all",
         help="inference: what sliding-window layers keep: all (transformers' cache through "
         "the prompt pass, the peak) or window (decoding, from the first new token on)",
+    )
+    parser.add_argument(
+        "--offload-experts",
+        action="store_true",
+        help="inference, a mixture of experts: its routed experts in CPU memory "
+        "(device_map 'cpu' for each mlp.experts); the GPU's part, and what each new "
+        "token copies over the bus",
     )
     parser.add_argument(
         "--checkpointing",
@@ -325,6 +333,25 @@ def _fits_line(total: int, gpu: str) -> str:
     )
 
 
+def _offload_lines(offload: dict) -> str:
+    """What offloading the experts does: the GPU keeps one layer's, every forward pass
+    copies them all (llmbook.memory.expert_bytes)."""
+    experts, layer, active = (
+        offload[k] for k in ("experts", "largest_layer", "active")
+    )
+    floors = ", ".join(
+        f"{experts / (gbps * 1e9):.2f} s on {link}" for link, gbps in PCIE_GBPS.items()
+    )
+    return (
+        f"  experts offloaded to CPU memory: {_size(experts)} there, {_size(layer)} (one "
+        "layer's) on the GPU while that layer runs\n"
+        f"  each forward pass (each new token) copies all {_size(experts)} to the GPU: at "
+        f"least {floors}\n"
+        f"  (computing the experts on the CPU instead, as llama.cpp's --cpu-moe does, "
+        f"reads the {_size(active)} a token uses from CPU memory)"
+    )
+
+
 def _print_job(config, args) -> int:
     dtype = args.dtype or "bfloat16"
     parts = breakdown(
@@ -366,6 +393,14 @@ def _print_job(config, args) -> int:
     else:
         moment, live = peak(config, args.recipe, **options)
     total = sum(live.values())
+    offload = None
+    if args.offload_experts:
+        if args.recipe != "inference":
+            raise EstimateError("--offload-experts goes with --recipe inference")
+        offload = expert_bytes(config, dtype, args.quantization, args.double_quant)
+        if not offload["experts"]:
+            raise EstimateError(f"{config.model_type} has no routed experts to offload")
+        total += offload["largest_layer"] - offload["experts"]  # the GPU's part
     if args.json:
         print(
             json.dumps(
@@ -387,6 +422,7 @@ def _print_job(config, args) -> int:
                     "peak_parts": live,
                     "peak_bytes": total,
                     "fits_on": fits_on(total),
+                    "offloaded_experts": offload,
                 },
                 indent=2,
             )
@@ -419,9 +455,12 @@ def _print_job(config, args) -> int:
         )
         for part, n in live.items():
             print(f"  {part:21s} {n / GIB:10.3f} GiB")
-    print(
-        f"  {'peak' if args.recipe != 'inference' else 'total':15s} {format_bytes(total)}"
+    if offload:
+        print(_offload_lines(offload))
+    label = (
+        "peak" if args.recipe != "inference" else "on the GPU" if offload else "total"
     )
+    print(f"  {label:15s} {format_bytes(total)}")
     if args.gpu:
         print(_fits_line(total, args.gpu))
     else:

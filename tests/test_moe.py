@@ -105,3 +105,31 @@ def test_bitsandbytes_leaves_the_experts_in_16_bits(tmp_path, precision):
     assert dtypes["model.layers.0.self_attn.q_proj.weight"] in (torch.int8, torch.uint8)
     est = memory.estimate(config, torch.bfloat16, precision)
     assert est.footprint_bytes == model.get_memory_footprint()
+
+
+def test_offloading_the_experts_keeps_one_layers_on_the_gpu(capsys):
+    """Mixtral-8x7B in bf16: its routed experts are 32 layers x 8 experts x 3 matrices of
+    4096 x 14336; a token uses 2 of 8. Offloaded, the GPU keeps the rest and one layer's
+    experts, and each forward pass copies them all."""
+    config = memory.preset_config("Mixtral-8x7B")
+    one_layer = 8 * 3 * 4096 * 14336 * 2
+    offload = memory.expert_bytes(config, "bfloat16")
+    assert offload == {
+        "experts": 32 * one_layer,
+        "largest_layer": one_layer,
+        "active": 32 * one_layer // 4,
+    }
+    dense = memory.preset_config("Llama-3-8B")
+    assert memory.expert_bytes(dense) == {"experts": 0, "largest_layer": 0, "active": 0}
+    base = ["Mixtral-8x7B", "--recipe", "inference", "--seq", "4096", "--json"]
+    assert cli.main(base) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert cli.main([*base, "--offload-experts"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["offloaded_experts"] == offload
+    assert out["peak_bytes"] == whole["peak_bytes"] - 31 * one_layer
+    assert cli.main(base[:-1] + ["--offload-experts"]) == 0
+    text = capsys.readouterr().out
+    assert "copies all 84 GiB to the GPU" in text and "2.86 s on PCIe 4.0 x16" in text
+    assert cli.main(["Llama-3-8B", "--recipe", "inference", "--offload-experts"]) == 2
+    assert "no routed experts" in capsys.readouterr().out

@@ -44,6 +44,7 @@ from .gpus import (  # noqa: F401
     ALLOCATOR_SLACK,
     CUDA_RESERVE_BYTES,
     GPUS,
+    PCIE_GBPS,
     fits_on,
     usable_bytes,
 )
@@ -112,6 +113,7 @@ from .weights import (  # noqa: F401
     constants_bytes,
     empty_model,
     estimate,
+    expert_bytes,
     format_bytes,
     is_skipped,
     module_group,

@@ -62,3 +62,9 @@ def usable_bytes(gpu: str) -> int:
 def fits_on(total_bytes: int) -> list[str]:
     """The GPUs of :data:`GPUS` whose usable memory holds ``total_bytes``."""
     return [gpu for gpu in GPUS if total_bytes <= usable_bytes(gpu)]
+
+
+#: A PCIe x16 link's bandwidth per direction before protocol overhead, in GB/s (the
+#: PCI-SIG's 16 and 32 GT/s with 128b/130b encoding): no copy from CPU to GPU memory
+#: beats it, so bytes over it give a floor on the time.
+PCIE_GBPS = {"PCIe 4.0 x16": 31.5, "PCIe 5.0 x16": 63.0}

@@ -336,6 +336,50 @@ def active_parameters(config) -> int:
     return total - idle
 
 
+def expert_bytes(
+    config, dtype=None, quantization: str | None = None, double_quant: bool = False
+) -> dict[str, int]:
+    """Where a mixture of experts' routed experts sit in :func:`estimate`'s count, for
+    offloading them: ``experts``, the stored bytes of every routed expert (with their
+    quantization constants); ``largest_layer``, one layer's; ``active``, what one token
+    uses of them (``k/E`` of each layer's). All zero for a dense model.
+
+    Offloaded with accelerate (a ``device_map`` that puts each ``mlp.experts`` on
+    ``"cpu"``, as transformers' ``from_pretrained`` builds it), a module on the CPU runs
+    on the GPU: ``dispatch_model`` gives it an ``AlignDevicesHook`` with ``offload=True``,
+    which copies all its weights to the GPU before each forward pass and drops them
+    after. So the GPU holds one layer's experts at a time, and every forward pass (each
+    new token while decoding) copies ``experts`` bytes over the bus, not only the
+    ``active`` ones. Engines that compute the experts on the CPU instead (llama.cpp's
+    ``--cpu-moe``) read ``active`` bytes from CPU memory per token."""
+    import torch
+
+    model = empty_model(config, torch.bfloat16)
+    chosen = getattr(config, "num_experts_per_tok", None)
+    chosen = chosen or getattr(config, "experts_per_token", None)
+    modules = {}  # name: (experts, chosen)
+    for name, module in model.named_modules():
+        if chosen and type(module).__name__.endswith("Experts"):
+            first = next(module.parameters(recurse=False), None)
+            if first is not None:
+                modules[name + "."] = first.shape[0]
+    est = estimate(config, dtype, quantization, double_quant)
+    layers: dict[str, int] = {}
+    active = 0.0
+    for tensor in est.tensors:
+        prefix = next((m for m in modules if tensor.name.startswith(m)), None)
+        if prefix is None:
+            continue
+        stored = tensor.nbytes + tensor.constants_bytes
+        layers[prefix] = layers.get(prefix, 0) + stored
+        active += stored * min(chosen, modules[prefix]) / modules[prefix]
+    return {
+        "experts": sum(layers.values()),
+        "largest_layer": max(layers.values(), default=0),
+        "active": round(active),
+    }
+
+
 def estimate(
     config,
     dtype=None,
