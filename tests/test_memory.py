@@ -386,3 +386,27 @@ def test_longest_context_is_zero_when_the_weights_do_not_fit():
 
     config = LlamaConfig(**PRESETS["Llama-2-70B"])
     assert longest_context(config, "T4", "full", checkpointing=True) == 0
+
+
+@pytest.mark.parametrize(
+    ("preset", "options", "gpu"),
+    [
+        ("Qwen3-Next-80B-A3B", dict(batch=8), "B200"),  # states from the first token
+        ("gpt-oss-20b", dict(quantization="mxfp4", batch=16), "RTX 4090"),
+        ("gpt-oss-20b", dict(quantization="mxfp4", kv_keep="window"), "L4"),
+        ("Jamba-v0.1", dict(batch=4), "B200"),
+    ],
+)
+def test_longest_context_follows_windows_and_states(preset, options, gpu):
+    """A sliding layer that keeps its window stops growing there, a recurrent state
+    appears with the first token: the search still ends at the last context that fits."""
+    from llmbook.memory import longest_context, peak_bytes, preset_config, usable_bytes
+
+    config = preset_config(preset)
+    n = longest_context(config, gpu, "inference", limit=2_000_000, **options)
+    assert 0 < n < 2_000_000
+
+    def total(tokens):
+        return peak_bytes(config, "inference", context=tokens, **options)
+
+    assert total(n) <= usable_bytes(gpu) < total(n + 1)

@@ -12,7 +12,7 @@ from typing import Any
 
 from .activations import _compute_mode, _width, training_activation_bytes
 from .gpus import usable_bytes
-from .kv_cache import kv_cache_bytes
+from .kv_cache import kv_cache_bytes, kv_layers
 from .optimizers import optimizer_temporaries
 from .shapes import _block_linears
 from .training import breakdown, trainable_numels
@@ -33,16 +33,28 @@ def longest_contexts(
 ) -> dict[str, int]:
     """:func:`longest_context` for each of ``gpus``, computing the job's bytes once."""
     # each moment of the step is a polynomial of degree <= 2 in the tokens (eager
-    # attention's scores are the square), so three evaluations give each exactly; the
-    # peak is the largest of them, and the search costs no more
-    samples = [step_phases(config, recipe, context=t, **options) for t in (0, 1, 2)]
-    coefficients = []
-    for moment in samples[0]:
-        t0, t1, t2 = (sum(s[moment].values()) for s in samples)
-        c2 = (t2 - 2 * t1 + t0) // 2
-        coefficients.append((t0, t1 - t0 - c2, c2))
+    # attention's scores are the square) between the windows of sliding and chunked
+    # layers (a layer that keeps its window stops growing there), so three evaluations
+    # per piece give each exactly (from one token on: a recurrent state appears with the
+    # first); the peak is the largest moment, and the search costs no more
+    windows = set()
+    if recipe == "inference" and options.get("kv_keep") == "window":
+        windows = {w for _, w in kv_layers(config) if w and w < limit}
+    starts = [1] + sorted(w + 1 for w in windows)
+    pieces = []  # (first token, each moment's coefficients a + b t + c t^2)
+    for first in starts:
+        t = (first, first + 1, first + 2)
+        samples = [step_phases(config, recipe, context=n, **options) for n in t]
+        coefficients = []
+        for moment in samples[0]:
+            y0, y1, y2 = (sum(s[moment].values()) for s in samples)
+            c = (y2 - 2 * y1 + y0) // 2
+            b = (y1 - y0) - c * (2 * first + 1)
+            coefficients.append((y0 - b * first - c * first**2, b, c))
+        pieces.append((first, coefficients))
 
     def total(tokens: int) -> int:
+        _, coefficients = next(p for p in reversed(pieces) if p[0] <= tokens)
         return max(a + b * tokens + c * tokens**2 for a, b, c in coefficients)
 
     out = {}
