@@ -531,6 +531,41 @@ def test_memory_calculator_mixture_of_experts_and_hybrid_presets(site, browser):
         assert not calc.locator("input[data-field='hidden_size']").is_disabled()
 
 
+def test_memory_calculator_takes_a_pasted_config(site, browser):
+    """Llama-2-7B's shape pasted as a config.json: the same answer as its preset; another
+    architecture is sent to the command line in one line."""
+    want = next(
+        r
+        for r in VECTORS["memory"]
+        if r["name"] == "Llama-2-7B"
+        and r["options"]["recipe"] == "inference"
+        and r["options"]["quantization"] is None
+        and r["options"]["dtype"] == "bfloat16"
+        and r["options"]["batch"] == 1
+    )
+    with Visit(browser, f"{site}/book/memory_calculator.html") as v:
+        calc = v.page.locator("[data-llmb-widget='memory-calculator']")
+        calc.locator("select[id$='-preset']").select_option("Llama-3-8B")
+        calc.locator("select[data-field='recipe']").select_option("inference")
+        calc.locator("input[data-field='context']").fill(
+            str(want["options"]["context"])
+        )
+        calc.locator("details.llmb-paste summary").click()
+        box = calc.locator("details.llmb-paste textarea")
+        box.fill(json.dumps({"model_type": "llama", **want["config"]}))
+        calc.locator("details.llmb-paste button").click()
+        assert calc.locator("select[id$='-preset']").input_value() == "custom"
+        total = calc.locator("p.llmb-total").get_attribute("data-total-bytes")
+        assert int(total) == sum(want["parts"].values())
+        box.fill('{"model_type": "gpt_oss", "hidden_size": 2880}')
+        calc.locator("details.llmb-paste button").click()
+        said = calc.locator("details.llmb-paste .llmb-error").inner_text()
+        assert "python -m llmbook memory" in said and "\n" not in said
+        assert int(
+            calc.locator("p.llmb-total").get_attribute("data-total-bytes")
+        ) == int(total)  # the last good config stays
+
+
 def test_memory_calculator_is_in_the_model_memory_chapter(site, browser):
     with Visit(browser, f"{site}/book/02_model_memory.html") as v:
         assert (

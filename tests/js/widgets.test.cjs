@@ -157,6 +157,20 @@ test("mixture-of-experts and hybrid presets: inference equals Python's, training
   }
 });
 
+test("a pasted config.json fills the shape, or says in one sentence why not", () => {
+  const llama = Object.assign({ model_type: "llama", rope_theta: 500000 }, V.memory.find((r) => r.name === "Llama-3-8B").config);
+  const shape = W.readConfig(JSON.stringify(llama));
+  for (const key of ["hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads", "num_key_value_heads",
+    "intermediate_size", "tie_word_embeddings"]) assert.equal(shape[key], llama[key], key);
+  const refusals = [["{", /not JSON/], ["[1]", /JSON object/], ["{}", /No model_type/],
+    ['{"model_type": "gpt_oss"}', /command line/], ['{"model_type": "mistral", "sliding_window": 4096}', /command line/],
+    [JSON.stringify(Object.assign({}, llama, { hidden_size: 0 })), /whole hidden_size/],
+    [JSON.stringify(Object.assign({}, llama, { head_dim: 96 })), /head_dim/]];
+  for (const [text, why] of refusals) {
+    assert.throws(() => W.readConfig(text), (e) => why.test(e.message) && !e.message.includes("\n"), text);
+  }
+});
+
 test("the GPUs a job fits on equal llmbook.memory.fits_on", () => {
   const failures = [];
   for (const row of V.memory) {

@@ -27,6 +27,33 @@
     gradient_buckets: "#6699CC", gathered_weights: "#004488", reduce_scatter_buffers: "#BB5566",
     layer_gradients: "#EE7733", root_gradients: "#994455", output_cache: "#BBBB00", previous_cache: "#EE99AA" };
 
+  /** The shape a pasted config.json gives the form, or an error in one sentence. The page
+   * counts Llama-shaped models (a Llama, or a Mistral without a sliding window); any other
+   * architecture goes to the command line, which reads it with transformers. */
+  function readConfig(text) {
+    let c;
+    try { c = JSON.parse(text); } catch (e) { throw new Error("That is not JSON: " + e.message); }
+    if (!c || typeof c !== "object" || Array.isArray(c)) throw new Error("A config.json is a JSON object.");
+    if (c.text_config && typeof c.text_config === "object") c = Object.assign({ model_type: c.model_type }, c.text_config);
+    const kind = c.model_type;
+    const cli = "python -m llmbook memory config.json --recipe inference";
+    if (!kind) throw new Error("No model_type: is this a transformers config.json?");
+    if (!(kind === "llama" || (kind === "mistral" && c.sliding_window == null))) {
+      throw new Error("This page counts Llama-shaped models and the presets above; for " + kind +
+        " use the command line: " + cli);
+    }
+    const shape = { model_type: kind, num_key_value_heads: c.num_key_value_heads || c.num_attention_heads,
+      tie_word_embeddings: !!c.tie_word_embeddings };
+    for (const key of ["hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads", "intermediate_size"]) {
+      if (!(Number.isInteger(c[key]) && c[key] > 0)) throw new Error("The config has no whole " + key + ".");
+      shape[key] = c[key];
+    }
+    if (c.head_dim && c.head_dim * c.num_attention_heads !== c.hidden_size) {
+      throw new Error("Its head_dim is not hidden_size / heads; use the command line: " + cli);
+    }
+    return shape;
+  }
+
   function memoryCalculator(host, presets, gpuData, modelPresets) {
     modelPresets = modelPresets || {};
     const id = "mc" + Math.random().toString(36).slice(2, 8);
@@ -103,6 +130,30 @@
     controls.appendChild(el("label", { for: id + "-offload", text: "CPU offload (ZeRO-2/3)" }));
     controls.appendChild(offload);
     host.appendChild(controls);
+    // a config.json pasted in: its shape fills the fields (Llama-shaped models only here)
+    const paste = el("details", { class: "llmb-paste" });
+    paste.appendChild(el("summary", { text: "Paste a config.json" }));
+    const pasted = el("textarea", { id: id + "-config", rows: "6", cols: "60", spellcheck: "false",
+      "aria-label": "a model's config.json" });
+    const use = el("button", { type: "button", text: "Use this config" });
+    const said = el("p", { class: "llmb-paste-said", "aria-live": "polite" });
+    paste.appendChild(pasted); paste.appendChild(use); paste.appendChild(said);
+    host.appendChild(paste);
+    use.addEventListener("click", () => {
+      said.className = "llmb-paste-said";
+      try {
+        const shape = readConfig(pasted.value);
+        preset.value = "custom";
+        loadPreset();
+        for (const [key] of fieldsSpec) inputs[key].value = String(shape[key]);
+        tie.checked = !!shape.tie_word_embeddings;
+        said.textContent = "Using this " + shape.model_type + " config (preset: custom).";
+        render();
+      } catch (e) {
+        said.className = "llmb-paste-said llmb-error";
+        said.textContent = e.message;
+      }
+    });
     const out = el("div", { class: "llmb-output", "aria-live": "polite" });
     host.appendChild(out);
 
@@ -274,7 +325,7 @@
     render();
   }
 
-  Object.assign(W, { PART_COLORS, PART_LABELS, memoryCalculator });
+  Object.assign(W, { PART_COLORS, PART_LABELS, memoryCalculator, readConfig });
 })(typeof module === "object" && module.exports
   ? require("./namespace.js")
   : (window.LLMBookWidgets = window.LLMBookWidgets || {}));
