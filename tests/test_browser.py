@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, chapter_notebooks, toc_files
 
+from llmbook.memory import PRESETS
+
 pytestmark = [pytest.mark.build, pytest.mark.browser]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -564,6 +566,34 @@ def test_memory_calculator_takes_a_pasted_config(site, browser):
         assert int(
             calc.locator("p.llmb-total").get_attribute("data-total-bytes")
         ) == int(total)  # the last good config stays
+        # a model id fetched from the hub (mocked: these tests go nowhere else)
+        llama = {"model_type": "llama", **PRESETS["Llama-3-8B"]}
+
+        def hub(route):
+            name = route.request.url.removeprefix("https://huggingface.co/")
+            if name.startswith("meta-llama/"):
+                route.fulfill(status=200, body=json.dumps(llama))
+            elif name.startswith("gated/"):
+                route.fulfill(status=401, body="")
+            else:
+                route.abort()
+
+        v.page.route("https://huggingface.co/**", hub)
+        hub_id = calc.locator("details.llmb-paste input[type='text']")
+        fetch = calc.locator("details.llmb-paste button", has_text="Fetch")
+        said = calc.locator("details.llmb-paste p.llmb-paste-said")
+        for name, answer in [
+            ("not an id", "owner/name"),
+            ("gated/model", "gated"),
+            ("offline/model", "offline"),
+            ("meta-llama/Meta-Llama-3-8B", "Using this llama config"),
+        ]:
+            hub_id.fill(name)
+            fetch.click()
+            said.filter(has_text=answer).wait_for(timeout=5000)
+            assert "\n" not in said.inner_text()
+        field = calc.locator("input[data-field='intermediate_size']")
+        assert field.input_value() == str(PRESETS["Llama-3-8B"]["intermediate_size"])
 
 
 def test_memory_calculator_is_in_the_model_memory_chapter(site, browser):

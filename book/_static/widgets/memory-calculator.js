@@ -30,6 +30,8 @@
   /** The shape a pasted config.json gives the form, or an error in one sentence. The page
    * counts Llama-shaped models (a Llama, or a Mistral without a sliding window); any other
    * architecture goes to the command line, which reads it with transformers. */
+  const HUB = "https://huggingface.co/";
+
   function readConfig(text) {
     let c;
     try { c = JSON.parse(text); } catch (e) { throw new Error("That is not JSON: " + e.message); }
@@ -137,8 +139,39 @@
       "aria-label": "a model's config.json" });
     const use = el("button", { type: "button", text: "Use this config" });
     const said = el("p", { class: "llmb-paste-said", "aria-live": "polite" });
-    paste.appendChild(pasted); paste.appendChild(use); paste.appendChild(said);
+    const hubId = el("input", { type: "text", id: id + "-hub", placeholder: "meta-llama/Llama-3.2-1B",
+      "aria-label": "a Hugging Face model id" });
+    const fetchIt = el("button", { type: "button", text: "Fetch its config.json" });
+    paste.appendChild(pasted); paste.appendChild(use);
+    paste.appendChild(el("label", { for: id + "-hub", text: " or a Hugging Face model id: " }));
+    paste.appendChild(hubId); paste.appendChild(fetchIt); paste.appendChild(said);
     host.appendChild(paste);
+    fetchIt.addEventListener("click", async () => {
+      const name = hubId.value.trim();
+      said.className = "llmb-paste-said";
+      if (!/^[\w.-]+\/[\w.-]+$/.test(name)) {
+        said.className += " llmb-error"; said.textContent = "A model id is owner/name, e.g. meta-llama/Llama-3.2-1B.";
+        return;
+      }
+      said.textContent = "Fetching " + name + "'s config.json...";
+      let response;
+      try {
+        response = await fetch(HUB + name + "/resolve/main/config.json");
+      } catch (e) { // offline, or the hub unreachable from this page
+        said.className += " llmb-error";
+        said.textContent = "Could not reach huggingface.co (offline?): paste the config.json instead.";
+        return;
+      }
+      if (!response.ok) {
+        said.className += " llmb-error";
+        said.textContent = response.status === 401 || response.status === 403
+          ? name + " is gated: download its config.json with your token and paste it."
+          : "huggingface.co has no config.json for " + name + " (HTTP " + response.status + ").";
+        return;
+      }
+      pasted.value = await response.text();
+      use.click();
+    });
     use.addEventListener("click", () => {
       said.className = "llmb-paste-said";
       try {
