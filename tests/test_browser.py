@@ -555,12 +555,12 @@ def test_memory_calculator_takes_a_pasted_config(site, browser):
         calc.locator("details.llmb-paste summary").click()
         box = calc.locator("details.llmb-paste textarea")
         box.fill(json.dumps({"model_type": "llama", **want["config"]}))
-        calc.locator("details.llmb-paste button").click()
+        calc.locator("details.llmb-paste button", has_text="Use this").click()
         assert calc.locator("select[id$='-preset']").input_value() == "custom"
         total = calc.locator("p.llmb-total").get_attribute("data-total-bytes")
         assert int(total) == sum(want["parts"].values())
         box.fill('{"model_type": "gpt_oss", "hidden_size": 2880}')
-        calc.locator("details.llmb-paste button").click()
+        calc.locator("details.llmb-paste button", has_text="Use this").click()
         said = calc.locator("details.llmb-paste .llmb-error").inner_text()
         assert "python -m llmbook memory" in said and "\n" not in said
         assert int(
@@ -594,6 +594,57 @@ def test_memory_calculator_takes_a_pasted_config(site, browser):
             assert "\n" not in said.inner_text()
         field = calc.locator("input[data-field='intermediate_size']")
         assert field.input_value() == str(PRESETS["Llama-3-8B"]["intermediate_size"])
+
+
+def test_memory_calculator_answers_in_view_and_its_link_reproduces_it(site, browser):
+    """At 1280 x 900 the answer (fits or not, the total) sits beside the form and is in
+    view as the job changes; on a phone it comes right after the model's name. The URL
+    holds the settings: opened again it gives the same answer; a bad or old link says so
+    in one line and keeps the defaults. JSON and CSV downloads carry the breakdown."""
+    url = f"{site}/book/memory_calculator.html"
+    with Visit(browser, url) as v:
+        calc = v.page.locator("[data-llmb-widget='memory-calculator']")
+        calc.scroll_into_view_if_needed()
+        calc.locator("select[id$='-preset']").select_option("Llama-3-8B")
+        calc.locator("select[data-field='recipe']").select_option("qlora")
+        calc.locator("input[data-field='gpus']").fill("1")
+        calc.locator("input[data-field='context']").fill("3000")
+        calc.locator("input[data-field='checkpointing']").check()
+        fits, form = calc.locator("p.llmb-fits"), calc.locator(".llmb-calc-job")
+        assert fits.bounding_box()["x"] > form.bounding_box()["x"] + 200  # beside it
+        calc.locator("select[data-field='sharding']").focus()  # the bottom of the form
+        box = fits.bounding_box()
+        assert 0 <= box["y"] and box["y"] + box["height"] <= 900, box  # still in view
+        total = calc.locator("p.llmb-total").get_attribute("data-total-bytes")
+        link = v.page.url
+        assert "#calc?" in link and "recipe=qlora" in link and "context=3000" in link
+        with v.page.expect_download() as info:
+            calc.locator("a.llmb-download", has_text="memory.json").click()
+        saved = json.loads(Path(info.value.path()).read_text())
+        assert sum(saved["peak_bytes"].values()) == int(total)
+        with v.page.expect_download() as info:
+            calc.locator("a.llmb-download", has_text="memory.csv").click()
+        lines = Path(info.value.path()).read_text().splitlines()
+        assert lines[0] == "moment,part,bytes" and len(lines) > 10
+    with Visit(browser, link) as v:  # the link, opened anew
+        calc = v.page.locator("[data-llmb-widget='memory-calculator']")
+        assert calc.locator("p.llmb-total").get_attribute("data-total-bytes") == total
+        assert calc.locator(".llmb-link-error").count() == 0
+    old = f"{url}#calc?preset=Llama-9-1T&batch=abc&recipe=inference&flux=2"
+    with Visit(browser, old) as v:
+        calc = v.page.locator("[data-llmb-widget='memory-calculator']")
+        said = calc.locator(".llmb-link-error").inner_text()
+        assert "Llama-9-1T" in said and "batch abc" in said and "\n" not in said
+        assert calc.locator("select[data-field='recipe']").input_value() == "inference"
+        assert v.errors == []
+    with Visit(browser, url, viewport=PHONE) as v:
+        calc = v.page.locator("[data-llmb-widget='memory-calculator']")
+        answer = calc.locator("p.llmb-fits").bounding_box()["y"]
+        y = {
+            name: calc.locator(f"[id$='-{name}']").bounding_box()["y"]
+            for name in ("preset", "hidden_size")
+        }
+        assert y["preset"] < answer < y["hidden_size"]  # right after the model's name
 
 
 def test_memory_calculator_is_in_the_model_memory_chapter(site, browser):

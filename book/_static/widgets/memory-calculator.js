@@ -62,7 +62,12 @@
     const fieldsSpec = [["hidden_size", "hidden size"], ["num_hidden_layers", "layers"], ["vocab_size", "vocabulary"],
       ["num_attention_heads", "attention heads"], ["num_key_value_heads", "KV heads"],
       ["intermediate_size", "MLP size"]];
-    const controls = el("div", { class: "llmb-grid" });
+    host.classList.add("llmb-calc"); // a size container: its layout follows its own width
+    const layout = el("div", { class: "llmb-calc-layout" });
+    host.appendChild(layout);
+    const presetBox = el("div", { class: "llmb-grid llmb-calc-preset" }); // the model: its answer comes next
+    const modelBox = el("div", { class: "llmb-grid llmb-calc-model" }); // its shape
+    const controls = el("div", { class: "llmb-grid llmb-calc-job" }); // the job
     const preset = el("select", { id: id + "-preset" });
     const llamas = el("optgroup", { label: "Llama-shaped (editable below)" });
     for (const name of Object.keys(presets)) llamas.appendChild(el("option", { value: name, text: name }));
@@ -73,17 +78,17 @@
       for (const name of Object.keys(modelPresets)) others.appendChild(el("option", { value: name, text: name }));
       preset.appendChild(others);
     }
-    controls.appendChild(el("label", { for: id + "-preset", text: "Preset" }));
-    controls.appendChild(preset);
+    presetBox.appendChild(el("label", { for: id + "-preset", text: "Preset" }));
+    presetBox.appendChild(preset);
     const inputs = {};
     for (const [key, label] of fieldsSpec) {
       inputs[key] = el("input", { type: "number", min: "1", step: "1", id: id + "-" + key, "data-field": key });
-      controls.appendChild(el("label", { for: id + "-" + key, text: label }));
-      controls.appendChild(inputs[key]);
+      modelBox.appendChild(el("label", { for: id + "-" + key, text: label }));
+      modelBox.appendChild(inputs[key]);
     }
     const tie = el("input", { type: "checkbox", id: id + "-tie", "data-field": "tie_word_embeddings" });
-    controls.appendChild(el("label", { for: id + "-tie", text: "tied embeddings" }));
-    controls.appendChild(tie);
+    modelBox.appendChild(el("label", { for: id + "-tie", text: "tied embeddings" }));
+    modelBox.appendChild(tie);
     function select(key, label, options) {
       const s = el("select", { id: id + "-" + key, "data-field": key });
       for (const [v, t] of options) s.appendChild(el("option", { value: v, text: t }));
@@ -131,7 +136,10 @@
     const offload = el("input", { type: "checkbox", id: id + "-offload", "data-field": "offload" });
     controls.appendChild(el("label", { for: id + "-offload", text: "CPU offload (ZeRO-2/3)" }));
     controls.appendChild(offload);
-    host.appendChild(controls);
+    const out = el("div", { class: "llmb-output", "aria-live": "polite" });
+    layout.appendChild(presetBox);
+    layout.appendChild(out); // beside the form on a wide page, right after the model on a phone
+    layout.appendChild(modelBox);
     // a config.json pasted in: its shape fills the fields (Llama-shaped models only here)
     const paste = el("details", { class: "llmb-paste" });
     paste.appendChild(el("summary", { text: "Paste a config.json" }));
@@ -145,7 +153,10 @@
     paste.appendChild(pasted); paste.appendChild(use);
     paste.appendChild(el("label", { for: id + "-hub", text: " or a Hugging Face model id: " }));
     paste.appendChild(hubId); paste.appendChild(fetchIt); paste.appendChild(said);
-    host.appendChild(paste);
+    layout.appendChild(paste);
+    layout.appendChild(controls);
+    const more = el("div", { class: "llmb-more" }); // the details, under the form and the answer
+    host.appendChild(more);
     fetchIt.addEventListener("click", async () => {
       const name = hubId.value.trim();
       said.className = "llmb-paste-said";
@@ -171,6 +182,7 @@
       }
       pasted.value = await response.text();
       use.click();
+      remember();
     });
     use.addEventListener("click", () => {
       said.className = "llmb-paste-said";
@@ -187,8 +199,6 @@
         said.textContent = e.message;
       }
     });
-    const out = el("div", { class: "llmb-output", "aria-live": "polite" });
-    host.appendChild(out);
 
     function loadPreset() {
       const model = modelPresets[preset.value]; // its shape is fixed: the fields show it
@@ -210,7 +220,7 @@
 
     function render() {
       const c = config();
-      out.innerHTML = "";
+      out.innerHTML = ""; more.innerHTML = "";
       const model = modelPresets[preset.value];
       const bad = model ? [] : fieldsSpec.filter(([k]) => !(Number.isInteger(c[k]) && c[k] > 0)).map(([, l]) => l);
       if (!bad.length && c.hidden_size % c.num_attention_heads) bad.push("hidden size divisible by heads");
@@ -243,6 +253,14 @@
       const GiB = Math.pow(2, 30);
       const sum = (p) => Object.values(p).reduce((s, v) => s + v, 0);
       const total = sum(live);
+      const fits = fitsOn(total, gpuData); // the answer first: fits or not, and where
+      const rule = "usable memory = nvidia-smi's total less " + (gpuData.cuda_reserve_bytes / GiB).toFixed(0) +
+        " GiB for the driver and CUDA context, less " + (gpuData.allocator_slack * 100).toFixed(0) +
+        "% for the allocator";
+      out.appendChild(el("p", { class: "llmb-fits", title: rule, text: (fits.length ? "Fits on: " + fits.join(", ") :
+        "Fits on none of these " + (parallel ? "GPUs" : "single GPUs")) + (parallel ? ", " + nGpus + " of them" : "") +
+        "." }));
+      more.appendChild(el("p", { class: "llmb-note", text: "Whether it fits: " + rule + "." }));
       out.appendChild(el("p", { class: "llmb-total", "data-total-bytes": String(total), "data-moment": moment,
         text: (parameters(c) / 1e9).toFixed(2) + "B parameters" + (model ? " (" +
           (model.active_parameters / 1e9).toFixed(2) + "B active per token)" : "") +
@@ -250,7 +268,7 @@
           (parallel ? " on each of " + nGpus + " GPUs (" + sharding.value + (offload.checked ? ", offload" : "") + ")" : "") +
           ", during the " + moment + (recipe.value === "inference" ? "" : " (the parts alive then, below)") }));
       const maxGiB = Math.max(total / GiB, 16) * 1.08;
-      const W = 640; const H = 64; const scaleX = (g) => 10 + (g / maxGiB) * (W - 20);
+      const W = 420; const H = 64; const scaleX = (g) => 10 + (g / maxGiB) * (W - 20);
       const ns = "http://www.w3.org/2000/svg";
       const svg = document.createElementNS(ns, "svg");
       svg.setAttribute("viewBox", `0 0 ${W} ${H + 38}`);
@@ -283,12 +301,12 @@
         if (scaleX(g) - lastLabel < 44) continue; // too close to the last label to read
         lastLabel = scaleX(g);
         const t = document.createElementNS(ns, "text");
-        t.setAttribute("x", String(scaleX(g))); t.setAttribute("y", String(H + 4)); t.setAttribute("font-size", "10");
+        t.setAttribute("x", String(scaleX(g))); t.setAttribute("y", String(H + 4)); t.setAttribute("font-size", "12");
         t.setAttribute("text-anchor", "middle"); t.textContent = gpu.name.split(" ")[0];
         svg.appendChild(t);
       }
       const axis = document.createElementNS(ns, "text");
-      axis.setAttribute("x", String(W / 2)); axis.setAttribute("y", String(H + 30)); axis.setAttribute("font-size", "11");
+      axis.setAttribute("x", String(W / 2)); axis.setAttribute("y", String(H + 30)); axis.setAttribute("font-size", "13");
       axis.setAttribute("text-anchor", "middle"); axis.textContent = "memory (GiB)";
       svg.appendChild(axis);
       out.appendChild(svg);
@@ -296,7 +314,7 @@
         const host = Object.assign({ gpus: nGpus, sharding: sharding.value }, job); // the CPU step: fused if
         host.optimizer_impl = impl.value === "fused" ? "fused" : "for-loop"; // asked, else torch's default
         const cpu = sum(offloadedBytes(c, host));
-        out.appendChild(el("p", { class: "llmb-offload", "data-offload-bytes": String(cpu),
+        more.appendChild(el("p", { class: "llmb-offload", "data-offload-bytes": String(cpu),
           text: "CPU memory for the offloaded shards: " + (cpu / GiB).toFixed(2) + " GiB for each process, " +
             (nGpus * cpu / GiB).toFixed(1) + " GiB for all " + nGpus + " together" +
             " (weights, gradients and optimizer states, the weights and gradients pinned; and the CPU" +
@@ -315,14 +333,17 @@
       out.appendChild(t);
       if (recipe.value !== "inference") { // every moment of the step, the peak marked
         const m = el("table", { class: "llmb-table llmb-moments" });
-        m.appendChild(el("tr", {}, ["moment of the step", "GiB"].map((h) => el("th", { scope: "col", text: h }))));
+        m.appendChild(el("caption", { text: "The step, moment by moment (in order): the memory alive at each" }));
+        m.appendChild(el("tr", {}, ["moment of the step", "GiB", ""].map((h) => el("th", { scope: "col", text: h }))));
         for (const [name, p] of Object.entries(phases)) {
+          const bar = el("span", { class: "llmb-mbar", "aria-hidden": "true" });
+          bar.style.width = (100 * sum(p) / total).toFixed(1) + "%";
           m.appendChild(el("tr", { "data-moment": name, class: name === moment ? "llmb-peak" : "" },
             [el("th", { scope: "row", text: name + (name === moment ? " (peak)" : "") }),
-              el("td", { text: (sum(p) / GiB).toFixed(3) })]));
+              el("td", { text: (sum(p) / GiB).toFixed(3) }), el("td", { class: "llmb-mbar-cell" }, [bar])]));
         }
-        out.appendChild(m);
-        out.appendChild(el("p", { class: "llmb-note", text: "The loop assumed: out = model(**batch); " +
+        more.appendChild(m);
+        more.appendChild(el("p", { class: "llmb-note", text: "The loop assumed: out = model(**batch); " +
           "out.loss.backward(); optimizer.step(); optimizer.zero_grad(), one batch per step (no gradient " +
           "accumulation), AdamW stepping as chosen above, out keeping the KV cache transformers builds in the " +
           "forward pass (not under gradient checkpointing; model.config.use_cache = False drops it)" + (parallel && (sharding.value === "zero2" ||
@@ -331,31 +352,96 @@
           "grouped KV heads may get SDPA's math kernel, which keeps the scores: choose eager attention then." }));
       }
       if (model) {
-        out.appendChild(el("p", { class: "llmb-note", text: preset.value + " as published (" + model.hub_id +
+        more.appendChild(el("p", { class: "llmb-note", text: preset.value + " as published (" + model.hub_id +
           "): every expert in memory, its cache layer by layer" + (model.state_bytes ? " with the fixed-size " +
           "states of its recurrent layers" : "") + ". With int8 or nf4, bitsandbytes in transformers 5 " +
           "quantizes only nn.Linear layers: stacked experts stay in 16 bits." }));
       }
-      const fits = fitsOn(total, gpuData);
-      const rule = "usable memory = nvidia-smi's total less " + (gpuData.cuda_reserve_bytes / GiB).toFixed(0) +
-        " GiB for the driver and CUDA context, less " + (gpuData.allocator_slack * 100).toFixed(0) +
-        "% for the allocator";
-      out.appendChild(el("p", { class: "llmb-fits", text: (fits.length ? "Fits on: " + fits.join(", ") :
-        "Fits on none of these " + (parallel ? "GPUs" : "single GPUs")) + (parallel ? ", " + nGpus + " of them" : "") +
-        " (" + rule + ")." }));
+      more.appendChild(links(phases, moment, live, fits));
     }
 
-    preset.addEventListener("change", () => { loadPreset(); render(); });
-    controls.addEventListener("input", (e) => {
-      if (e.target.dataset.field && fieldsSpec.some(([k]) => k === e.target.dataset.field) ||
-          e.target === tie) preset.value = "custom";
-      render();
+    // ---------------------------------------- the state in the URL: a link reproduces the page
+    const isShape = (f) => f === tie || fieldsSpec.some(([k]) => k === f.dataset.field);
+    function stateOf() {
+      const q = new URLSearchParams({ preset: preset.value });
+      for (const f of host.querySelectorAll("[data-field]")) {
+        if (isShape(f) && preset.value !== "custom") continue; // a preset's shape is its name
+        q.set(f.dataset.field, f.type === "checkbox" ? (f.checked ? "1" : "0") : f.value);
+      }
+      return q;
+    }
+    /** Applies a permalink's settings; returns those it did not understand (left as they were). */
+    function applyState(text) {
+      const q = new URLSearchParams(text);
+      const bad = [];
+      const name = q.get("preset");
+      if (name && (presets[name] || modelPresets[name] || name === "custom")) preset.value = name;
+      else if (name !== null) bad.push("preset " + name);
+      loadPreset();
+      for (const [key, value] of q) {
+        const f = [...host.querySelectorAll("[data-field]")].find((x) => x.dataset.field === key);
+        if (key === "preset") continue;
+        if (!f || (isShape(f) && preset.value !== "custom")) { bad.push(key); continue; }
+        const ok = f.type === "checkbox" ? /^[01]$/.test(value)
+          : f.tagName === "SELECT" ? [...f.options].some((o) => o.value === value) : /^[1-9][0-9]{0,8}$/.test(value);
+        if (!ok) { bad.push(key + " " + value); continue; }
+        if (f.type === "checkbox") f.checked = value === "1"; else f.value = value;
+      }
+      return bad;
+    }
+    const PREFIX = "#calc?";
+    function remember() {
+      if (typeof history !== "undefined" && history.replaceState) {
+        history.replaceState(null, "", PREFIX + stateOf().toString());
+      }
+    }
+    /** Copy link, and the breakdown as JSON or CSV. */
+    function links(phases, moment, live, fits) {
+      const box = el("p", { class: "llmb-links" });
+      const copy = el("button", { type: "button", text: "Copy link" });
+      const said = el("span", { class: "llmb-link-said", "aria-live": "polite" });
+      copy.addEventListener("click", () => {
+        const url = location.href;
+        const done = () => { said.textContent = " Link copied."; };
+        if (navigator.clipboard && navigator.clipboard.writeText) {
+          navigator.clipboard.writeText(url).then(done, () => { said.textContent = " Copy this link: " + url; });
+        } else said.textContent = " Copy this link: " + url;
+      });
+      const data = { settings: Object.fromEntries(stateOf()), peak_moment: moment, peak_bytes: live,
+        moments_bytes: phases, fits_on: fits };
+      const rows = [["moment", "part", "bytes"]];
+      for (const [name, parts] of Object.entries(phases)) {
+        for (const [part, bytes] of Object.entries(parts)) rows.push([name, part, String(bytes)]);
+      }
+      const file = (text, type, name) => el("a", { href: URL.createObjectURL(new Blob([text], { type })),
+        download: name, text: name, class: "llmb-download" });
+      box.appendChild(copy); box.appendChild(document.createTextNode(" Download: "));
+      box.appendChild(file(JSON.stringify(data, null, 1), "application/json", "memory.json"));
+      box.appendChild(document.createTextNode(" "));
+      box.appendChild(file(rows.map((r) => r.join(",")).join("\n") + "\n", "text/csv", "memory.csv"));
+      box.appendChild(said);
+      return box;
+    }
+
+    preset.addEventListener("change", () => { loadPreset(); render(); remember(); });
+    host.addEventListener("input", (e) => {
+      if (!e.target.dataset || !e.target.dataset.field) return; // the pasted config's box
+      if (isShape(e.target)) preset.value = "custom";
+      render(); remember();
     });
-    controls.addEventListener("change", render);
+    host.addEventListener("change", (e) => {
+      if (e.target.dataset && e.target.dataset.field) { render(); remember(); }
+    });
     preset.value = host.dataset.preset && (presets[host.dataset.preset] || modelPresets[host.dataset.preset])
       ? host.dataset.preset : Object.keys(presets)[0];
     loadPreset();
+    const hash = typeof location !== "undefined" ? location.hash : "";
+    const bad = hash.startsWith(PREFIX) ? applyState(hash.slice(PREFIX.length)) : [];
     render();
+    if (bad.length) { // an old or edited link: say so once, above the answer
+      out.prepend(el("p", { class: "llmb-error llmb-link-error", text: "This link's settings were not all " +
+        "understood (" + bad.join(", ") + "): those are at their defaults." }));
+    }
   }
 
   Object.assign(W, { PART_COLORS, PART_LABELS, memoryCalculator, readConfig });
