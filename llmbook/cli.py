@@ -14,7 +14,7 @@ import json
 from .memory.activations import ATTENTIONS
 from .memory.configs import MODEL_PRESETS, PRESETS, load_config
 from .memory.gpus import GPUS, PCIE_GBPS, fits_on, usable_bytes
-from .memory.kv_cache import KEEPS, KV_QUANTS, kv_cache_layers
+from .memory.kv_cache import KEEPS, KV_QUANTS, LAYER_NAMES, kv_cache_layers
 from .memory.optimizers import OPTIMIZER_IMPLS, OPTIMIZERS
 from .memory.sharding import SHARDINGS, sharded_phases
 from .memory.steps import largest, peak
@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=KEEPS,
         default="all",
         help="inference: what sliding-window layers keep: all (transformers' cache through "
-        "the prompt pass, the peak) or window (decoding, from the first new token on)",
+        "the prompt pass, the peak) or window (decoding, from the first new token on: "
+        "the activations are then one token's)",
     )
     parser.add_argument(
         "--offload-experts",
@@ -219,6 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     if (args.gpus > 1 or args.sharding) and args.recipe in (None, "inference"):
         print("llmbook memory: --gpus and --sharding apply to a training --recipe")
         return 2
+    inference_only = {
+        "--offload-experts": args.offload_experts,
+        "--kv-quant": args.kv_quant,
+        "--kv-dtype": args.kv_dtype,
+        "--kv-keep": args.kv_keep != "all",
+    }
+    stray = [flag for flag, given in inference_only.items() if given]
+    if stray and args.recipe != "inference":
+        print(f"llmbook memory: {', '.join(stray)} go with --recipe inference")
+        return 2
     try:
         config = load_config(args.config)
         if args.recipe:
@@ -283,7 +294,7 @@ def _kv_layout(config, args) -> str:
     layers = kv_cache_layers(config, args.batch, args.seq, 1, args.kv_keep, dtype)
     counts: dict[tuple[str, int, int], int] = {}
     for layer in layers:
-        key = (layer["type"].replace("_attention", ""), layer["tokens"], layer["state"])
+        key = (LAYER_NAMES[layer["type"]], layer["tokens"], layer["state"])
         counts[key] = counts.get(key, 0) + 1
     kinds = ", ".join(
         f"{n} {kind} ("
@@ -395,8 +406,6 @@ def _print_job(config, args) -> int:
     total = sum(live.values())
     offload = None
     if args.offload_experts:
-        if args.recipe != "inference":
-            raise EstimateError("--offload-experts goes with --recipe inference")
         offload = expert_bytes(config, dtype, args.quantization, args.double_quant)
         if not offload["experts"]:
             raise EstimateError(f"{config.model_type} has no routed experts to offload")

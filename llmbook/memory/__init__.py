@@ -37,6 +37,7 @@ from .activations import (  # noqa: F401
 from .configs import (  # noqa: F401
     MODEL_PRESETS,
     PRESETS,
+    PUBLISHED_QUANTIZATION,
     load_config,
     preset_config,
 )
@@ -52,6 +53,7 @@ from .kv_cache import (  # noqa: F401
     ATTENTION_TYPES,
     KEEPS,
     KV_QUANTS,
+    LAYER_NAMES,
     STATE_TYPES,
     kv_cache_bytes,
     kv_cache_layers,

@@ -15,7 +15,8 @@ def prefill_activation_bytes(
 ) -> int:
     """One layer's working set in the prompt pass (layers run one at a time; SDPA keeps no
     seq x seq matrix): residual in and out, queries, keys and values, the MLP's gate, up and
-    activated tensors."""
+    activated tensors. For a mixture of experts a lower bound: transformers gives each of
+    the ``k`` experts a token is sent to its own copy of it."""
     h, inter = config.hidden_size, getattr(config, "intermediate_size", None)
     if not inter:
         kind = getattr(config, "model_type", "this model")

@@ -134,10 +134,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 #: Today's mixture-of-experts and hybrid models: name: (transformers model type, what
 #: their published config.json sets beyond transformers' defaults for that type, the hub
-#: id it comes from). transformers' defaults are these checkpoints' own where nothing is
-#: set (its docs name them), and bf16 as every one was published; the tests check each
-#: total and active parameter count against the one its makers publish. Some publish
-#: quantized weights too (gpt-oss's experts in MXFP4: ``--quantization mxfp4``).
+#: id it comes from). Their published shapes: transformers' defaults are these
+#: checkpoints' own where nothing is set (its docs name them), and fields that change no
+#: byte (``rope_theta``, ``max_position_embeddings``) are left at the defaults. The tests
+#: check each total, and each active count its makers publish, within 2%. All in bf16,
+#: as published, except DeepSeek-V3/R1 (fp8 with block scales, about half the bf16
+#: bytes) and gpt-oss, whose experts ship in MXFP4 (:data:`PUBLISHED_QUANTIZATION`).
 MODEL_PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "gpt-oss-20b": (
         "gpt_oss",
@@ -166,9 +168,18 @@ MODEL_PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     ),
     "DeepSeek-V3": ("deepseek_v3", {}, "deepseek-ai/DeepSeek-V3"),  # and R1's
     "Llama-4-Scout": ("llama4_text", {}, "meta-llama/Llama-4-Scout-17B-16E"),
-    "Qwen3-Next-80B-A3B": ("qwen3_next", {}, "Qwen/Qwen3-Next-80B-A3B-Instruct"),
+    "Qwen3-Next-80B-A3B": (
+        "qwen3_next",
+        dict(intermediate_size=5120),
+        "Qwen/Qwen3-Next-80B-A3B-Instruct",
+    ),
     "Jamba-v0.1": ("jamba", {}, "ai21labs/Jamba-v0.1"),
 }
+
+
+#: The quantization a preset's published checkpoint is stored in, where transformers
+#: loads it so (``estimate(..., quantization=...)``).
+PUBLISHED_QUANTIZATION = {"gpt-oss-20b": "mxfp4", "gpt-oss-120b": "mxfp4"}
 
 
 def preset_config(name: str):
@@ -182,4 +193,4 @@ def preset_config(name: str):
         names = ", ".join([*PRESETS, *MODEL_PRESETS])
         raise EstimateError(f"no preset {name!r}; the presets are {names}")
     kind, changes, _ = MODEL_PRESETS[name]
-    return AutoConfig.for_model(kind, dtype="bfloat16", **changes)  # as published
+    return AutoConfig.for_model(kind, dtype="bfloat16", **changes)

@@ -37,6 +37,19 @@ ATTENTION_TYPES = ("full_attention", "sliding_attention", "chunked_attention", "
 #: attention cache, ``hybrid_sliding`` beside a window. Counted by :func:`state_bytes`.
 STATE_TYPES = ("linear_attention", "conv", "hybrid", "hybrid_sliding")
 
+#: What a reader calls each layer type (transformers names a Mamba layer, too,
+#: ``linear_attention``): for tables and the command line.
+LAYER_NAMES = {
+    "full_attention": "full",
+    "sliding_attention": "sliding",
+    "chunked_attention": "chunked",
+    "dummy": "no cache",
+    "linear_attention": "recurrent",
+    "conv": "convolution",
+    "hybrid": "hybrid",
+    "hybrid_sliding": "hybrid sliding",
+}
+
 #: Of :data:`STATE_TYPES`, those that also cache keys and values, and the attention
 #: they use.
 HYBRID_ATTENTION = {"hybrid": "full_attention", "hybrid_sliding": "sliding_attention"}

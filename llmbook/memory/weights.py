@@ -402,6 +402,11 @@ def estimate(
         raise EstimateError(
             f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}"
         )
+    if quantization == "mxfp4" and getattr(config, "model_type", None) != "gpt_oss":
+        raise EstimateError(
+            "transformers loads MXFP4 checkpoints for gpt-oss's experts only "
+            f"(its Mxfp4GptOssExperts), not {getattr(config, 'model_type', 'this model')}"
+        )
     if dtype is None:
         # transformers 5 reads a config.json's "torch_dtype" into ``dtype``; the old
         # attribute only warns that it is deprecated
