@@ -355,6 +355,33 @@ def test_float_explorer_by_typing_and_clicking(site, browser, shots, viewport):
         )
 
 
+def test_float_explorer_link_reproduces_it(site, browser):
+    """The explorer's state lives in the URL: a flipped bit, a block and its format come
+    back when the link is opened; a bad or old link says so in one line."""
+    url = f"{site}/book/float_explorer.html"
+    with Visit(browser, url) as v:
+        page = v.page
+        explorer = page.locator("[data-llmb-widget='float-explorer']")
+        explorer.locator("input.llmb-input").first.fill("1")
+        page.locator("tr[data-format='fp32'] button[data-bit='31']").click()
+        explorer.locator("textarea").fill("5 1 -0.3 7.5")
+        explorer.locator("select").select_option("MXFP4 E2M1")
+        link = page.url
+        assert "#floats?" in link
+    with Visit(browser, link) as v:
+        page = v.page
+        assert row_value(page, "fp32") == "-1"
+        stored = page.locator("table.llmb-mx td.llmb-value").all_inner_texts()
+        assert stored == ["4", "1", "-0.5", "6"]
+        assert page.locator(".llmb-link-error").count() == 0
+    with Visit(browser, f"{url}#floats?v=abc&format=MXFP7&color=red") as v:
+        said = v.page.locator(".llmb-link-error").inner_text()
+        assert "v abc" in said and "format MXFP7" in said and "color" in said
+        assert "\n" not in said and v.errors == []
+        value = v.page.locator("[data-llmb-widget='float-explorer'] input.llmb-input")
+        assert value.first.input_value() == "0.1"  # the default
+
+
 def test_float_explorer_is_in_the_floating_point_chapter(site, browser):
     with Visit(browser, f"{site}/book/01_floating_point.html") as v:
         assert (

@@ -142,18 +142,48 @@
           el("td", { text: fmt(e.stored - values[i]) })]));
       });
     }
-    block.addEventListener("input", renderBlock);
-    mxFormat.addEventListener("change", renderBlock);
+    // the state in the URL (#floats?...): a link reproduces what the reader saw
+    const PREFIX = "#floats?";
+    const STATE = { v: input, s: scale, block: block, format: mxFormat };
+    function remember() {
+      if (typeof history === "undefined" || !history.replaceState) return;
+      const q = new URLSearchParams();
+      for (const [key, field] of Object.entries(STATE)) q.set(key, field.value);
+      history.replaceState(null, "", PREFIX + q.toString());
+    }
+    function applyState(text) { // what a link sets; what it gets wrong is named, not applied
+      const bad = [];
+      for (const [key, value] of new URLSearchParams(text)) {
+        const field = STATE[key];
+        const ok = key === "v" ? !Number.isNaN(parse(value)) || value.trim().toLowerCase() === "nan"
+          : key === "s" ? parse(value) > 0 && Number.isFinite(parse(value))
+            : key === "format" ? Object.prototype.hasOwnProperty.call(MX_FORMATS, value)
+              : key === "block";
+        if (field && ok) field.value = value; else bad.push(key + " " + value.slice(0, 20));
+      }
+      return bad;
+    }
 
-    input.addEventListener("input", render);
-    scale.addEventListener("input", render);
+    block.addEventListener("input", () => { renderBlock(); remember(); });
+    mxFormat.addEventListener("change", () => { renderBlock(); remember(); });
+
+    input.addEventListener("input", () => { render(); remember(); });
+    scale.addEventListener("input", () => { render(); remember(); });
+    table.addEventListener("click", remember); // a bit flipped
+    table.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") setTimeout(remember); });
     slider.addEventListener("input", () => {
       const x = parse(input.value);
       const sign = x < 0 ? -1 : 1;
       input.value = fmt(sign * Number(pow2(Number(slider.value)).toPrecision(4)));
-      render();
+      render(); remember();
     });
-    render();
+    const hash = typeof location !== "undefined" ? location.hash : "";
+    const bad = hash.startsWith(PREFIX) ? applyState(hash.slice(PREFIX.length)) : [];
+    render(); // and the block
+    if (bad.length) {
+      host.prepend(el("p", { class: "llmb-error llmb-link-error", text: "This link's settings were not all " +
+        "understood (" + bad.join(", ") + "): those are at their defaults." }));
+    }
   }
 
   Object.assign(W, { floatExplorer });
