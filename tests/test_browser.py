@@ -586,6 +586,7 @@ def test_memory_calculator_takes_a_pasted_config(site, browser):
         assert calc.locator("select[id$='-preset']").input_value() == "custom"
         total = calc.locator("p.llmb-total").get_attribute("data-total-bytes")
         assert int(total) == sum(want["parts"].values())
+        assert "preset=custom" in v.page.url and "hidden_size=4096" in v.page.url
         box.fill('{"model_type": "gpt_oss", "hidden_size": 2880}')
         calc.locator("details.llmb-paste button", has_text="Use this").click()
         said = calc.locator("details.llmb-paste .llmb-error").inner_text()
@@ -657,6 +658,15 @@ def test_memory_calculator_answers_in_view_and_its_link_reproduces_it(site, brow
         calc = v.page.locator("[data-llmb-widget='memory-calculator']")
         assert calc.locator("p.llmb-total").get_attribute("data-total-bytes") == total
         assert calc.locator(".llmb-link-error").count() == 0
+        v.page.evaluate("location.hash = location.hash.replace('qlora', 'lora')")
+        recipe = calc.locator("select[data-field='recipe']")
+        v.page.wait_for_function(
+            "document.querySelector(\"select[data-field='recipe']\").value === 'lora'"
+        )
+        assert recipe.input_value() == "lora"  # an edited address is followed
+        for bad in ("0", "-1", "2.5", ""):
+            calc.locator("input[data-field='batch']").fill(bad)
+            assert "Check: batch" in calc.locator(".llmb-error").inner_text()
     old = f"{url}#calc?preset=Llama-9-1T&batch=abc&recipe=inference&flux=2"
     with Visit(browser, old) as v:
         calc = v.page.locator("[data-llmb-widget='memory-calculator']")

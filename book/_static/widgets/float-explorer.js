@@ -180,9 +180,11 @@
     const hash = typeof location !== "undefined" ? location.hash : "";
     const bad = hash.startsWith(PREFIX) ? applyState(hash.slice(PREFIX.length)) : [];
     render(); // and the block
-    if (bad.length) {
-      host.prepend(el("p", { class: "llmb-error llmb-link-error", text: "This link's settings were not all " +
-        "understood (" + bad.join(", ") + "): those are at their defaults." }));
+    if (bad.length) { // said until the reader changes something
+      const notice = el("p", { class: "llmb-error llmb-link-error", text: "This link's settings were not all " +
+        "understood (" + bad.join(", ") + "): those are at their defaults." });
+      host.prepend(notice);
+      host.addEventListener("input", () => notice.remove(), { once: true });
     }
   }
 

@@ -114,6 +114,8 @@
     const kvQuant = select("kv_quant", "KV cache stored as (inference)", [["", "the compute dtype"],
       ["fp8", "fp8"], ["int4", "int4 (groups of 64, last 128 tokens as they are)"],
       ["int2", "int2 (groups of 64, last 128 tokens as they are)"]]);
+    const kvKeep = select("kv_keep", "sliding-window layers keep (inference)", [
+      ["all", "every token (the prompt pass, transformers)"], ["window", "their window (decoding)"]]);
     const dq = el("input", { type: "checkbox", id: id + "-dq", "data-field": "double_quant" });
     controls.appendChild(el("label", { for: id + "-dq", text: "double quantization (4-bit)" }));
     controls.appendChild(dq);
@@ -136,7 +138,9 @@
     const offload = el("input", { type: "checkbox", id: id + "-offload", "data-field": "offload" });
     controls.appendChild(el("label", { for: id + "-offload", text: "CPU offload (ZeRO-2/3)" }));
     controls.appendChild(offload);
-    const out = el("div", { class: "llmb-output", "aria-live": "polite" });
+    const out = el("div", { class: "llmb-output" });
+    const status = el("p", { class: "llmb-visually-hidden", role: "status", "aria-live": "polite" });
+    host.appendChild(status); // says the answer once it changes, not the whole table
     layout.appendChild(presetBox);
     layout.appendChild(out); // beside the form on a wide page, right after the model on a phone
     layout.appendChild(modelBox);
@@ -193,7 +197,7 @@
         for (const [key] of fieldsSpec) inputs[key].value = String(shape[key]);
         tie.checked = !!shape.tie_word_embeddings;
         said.textContent = "Using this " + shape.model_type + " config (preset: custom).";
-        render();
+        render(); remember();
       } catch (e) {
         said.className = "llmb-paste-said llmb-error";
         said.textContent = e.message;
@@ -229,12 +233,17 @@
       const job = { recipe: recipe.value, dtype: dtype.value, quantization: quant.value || null,
         double_quant: dq.checked, batch: Number(batch.value), context: Number(context.value),
         checkpointing: ckpt.checked, lora_rank: Number(rank.value), optimizer: optimizer.value,
-        attention: attention.value, optimizer_impl: impl.value, kv_quant: kvQuant.value || null };
+        attention: attention.value, optimizer_impl: impl.value, kv_quant: kvQuant.value || null,
+        kv_keep: kvKeep.value };
+      const whole = (i) => /^[1-9][0-9]{0,8}$/.test(i.value.trim());
+      const wrong = [[batch, "batch"], [context, "context"], [rank, "LoRA rank"], [gpus, "GPUs"]]
+        .filter(([i]) => !whole(i)).map(([, label]) => label);
+      if (wrong.length) {
+        out.appendChild(el("p", { class: "llmb-error", text: "Check: " + wrong.join(", ") +
+          ": a whole number from 1" })); return;
+      }
       const nGpus = Number(gpus.value);
       const parallel = recipe.value !== "inference" && (nGpus > 1 || offload.checked);
-      if (parallel && !(Number.isInteger(nGpus) && nGpus >= 1)) {
-        out.appendChild(el("p", { class: "llmb-error", text: "Check: GPUs, a whole number from 1" })); return;
-      }
       if (parallel && offload.checked && sharding.value !== "zero2" && sharding.value !== "zero3") {
         out.appendChild(el("p", { class: "llmb-error", text: "Check: CPU offload needs ZeRO-2 or ZeRO-3" })); return;
       }
@@ -257,9 +266,10 @@
       const rule = "usable memory = nvidia-smi's total less " + (gpuData.cuda_reserve_bytes / GiB).toFixed(0) +
         " GiB for the driver and CUDA context, less " + (gpuData.allocator_slack * 100).toFixed(0) +
         "% for the allocator";
-      out.appendChild(el("p", { class: "llmb-fits", title: rule, text: (fits.length ? "Fits on: " + fits.join(", ") :
-        "Fits on none of these " + (parallel ? "GPUs" : "single GPUs")) + (parallel ? ", " + nGpus + " of them" : "") +
-        "." }));
+      const answer = (fits.length ? "Fits on: " + fits.join(", ") : "Fits on none of these " +
+        (parallel ? "GPUs" : "single GPUs")) + (parallel ? ", " + nGpus + " of them" : "") + ".";
+      out.appendChild(el("p", { class: "llmb-fits", title: rule, text: answer }));
+      if (status.textContent !== answer) status.textContent = answer;
       more.appendChild(el("p", { class: "llmb-note", text: "Whether it fits: " + rule + "." }));
       out.appendChild(el("p", { class: "llmb-total", "data-total-bytes": String(total), "data-moment": moment,
         text: (parameters(c) / 1e9).toFixed(2) + "B parameters" + (model ? " (" +
@@ -267,7 +277,9 @@
           "; peak " + (total / GiB).toFixed(2) + " GiB" +
           (parallel ? " on each of " + nGpus + " GPUs (" + sharding.value + (offload.checked ? ", offload" : "") + ")" : "") +
           ", during the " + moment + (recipe.value === "inference" ? "" : " (the parts alive then, below)") }));
-      const maxGiB = Math.max(total / GiB, 16) * 1.08;
+      const smallest = gpuData.gpus.filter((g) => fits.indexOf(g.name) >= 0)
+        .reduce((m, g) => Math.min(m, g.usable_bytes / GiB), Infinity);
+      const maxGiB = Math.max(total / GiB, 16, Number.isFinite(smallest) ? smallest : 0) * 1.08;
       const W = 420; const H = 64; const scaleX = (g) => 10 + (g / maxGiB) * (W - 20);
       const ns = "http://www.w3.org/2000/svg";
       const svg = document.createElementNS(ns, "svg");
@@ -292,22 +304,23 @@
         if (g > maxGiB) continue;
         const l = document.createElementNS(ns, "line");
         l.setAttribute("x1", String(scaleX(g))); l.setAttribute("x2", String(scaleX(g)));
-        l.setAttribute("y1", "2"); l.setAttribute("y2", String(H - 10)); l.setAttribute("stroke", "#444");
+        l.setAttribute("y1", "2"); l.setAttribute("y2", String(H - 10)); l.setAttribute("stroke", "currentColor");
         l.setAttribute("stroke-dasharray", "3 3");
         const tip = document.createElementNS(ns, "title");
         tip.textContent = gpu.name + ": " + g.toFixed(1) + " GiB usable of " + gpu.total_mib + " MiB";
         l.appendChild(tip);
         svg.appendChild(l);
-        if (scaleX(g) - lastLabel < 44) continue; // too close to the last label to read
+        if (scaleX(g) - lastLabel < 64) continue; // too close to the last label to read
         lastLabel = scaleX(g);
         const t = document.createElementNS(ns, "text");
         t.setAttribute("x", String(scaleX(g))); t.setAttribute("y", String(H + 4)); t.setAttribute("font-size", "12");
-        t.setAttribute("text-anchor", "middle"); t.textContent = gpu.name.split(" ")[0];
+        t.setAttribute("text-anchor", "middle"); t.setAttribute("fill", "currentColor"); t.textContent = gpu.name;
         svg.appendChild(t);
       }
       const axis = document.createElementNS(ns, "text");
       axis.setAttribute("x", String(W / 2)); axis.setAttribute("y", String(H + 30)); axis.setAttribute("font-size", "13");
-      axis.setAttribute("text-anchor", "middle"); axis.textContent = "memory (GiB)";
+      axis.setAttribute("text-anchor", "middle"); axis.setAttribute("fill", "currentColor");
+      axis.textContent = "memory (GiB); dashed lines: each GPU's usable memory";
       svg.appendChild(axis);
       out.appendChild(svg);
       if (parallel && offload.checked) {
@@ -352,10 +365,12 @@
           "grouped KV heads may get SDPA's math kernel, which keeps the scores: choose eager attention then." }));
       }
       if (model) {
-        more.appendChild(el("p", { class: "llmb-note", text: preset.value + " as published (" + model.hub_id +
-          "): every expert in memory, its cache layer by layer" + (model.state_bytes ? " with the fixed-size " +
-          "states of its recurrent layers" : "") + ". With int8 or nf4, bitsandbytes in transformers 5 " +
-          "quantizes only nn.Linear layers: stacked experts stay in 16 bits." }));
+        more.appendChild(el("p", { class: "llmb-note", text: preset.value + "'s published shapes (" + model.hub_id +
+          "), its weights in the dtype chosen here: every expert in memory, its cache layer by layer" +
+          (model.state_bytes ? " with the fixed-size states of its recurrent layers" : "") + ". With int8 or " +
+          "nf4, bitsandbytes in transformers 5 quantizes only nn.Linear layers: stacked experts stay in 16 " +
+          "bits. gpt-oss ships its experts in MXFP4 and DeepSeek-V3 in fp8; the command line counts gpt-oss " +
+          "as shipped (--quantization mxfp4)." }));
       }
       more.appendChild(links(phases, moment, live, fits));
     }
@@ -390,12 +405,15 @@
       return bad;
     }
     const PREFIX = "#calc?";
+    const linkError = (bad) => el("p", { class: "llmb-error llmb-link-error", text: "This link's settings " +
+      "were not all understood (" + bad.join(", ") + "): those were left as they were." });
     function remember() {
       if (typeof history !== "undefined" && history.replaceState) {
         history.replaceState(null, "", PREFIX + stateOf().toString());
       }
     }
     /** Copy link, and the breakdown as JSON or CSV. */
+    const blobs = [];
     function links(phases, moment, live, fits) {
       const box = el("p", { class: "llmb-links" });
       const copy = el("button", { type: "button", text: "Copy link" });
@@ -413,8 +431,11 @@
       for (const [name, parts] of Object.entries(phases)) {
         for (const [part, bytes] of Object.entries(parts)) rows.push([name, part, String(bytes)]);
       }
-      const file = (text, type, name) => el("a", { href: URL.createObjectURL(new Blob([text], { type })),
-        download: name, text: name, class: "llmb-download" });
+      for (const url of blobs.splice(0)) URL.revokeObjectURL(url); // the last render's
+      const file = (text, type, name) => {
+        blobs.push(URL.createObjectURL(new Blob([text], { type })));
+        return el("a", { href: blobs[blobs.length - 1], download: name, text: name, class: "llmb-download" });
+      };
       box.appendChild(copy); box.appendChild(document.createTextNode(" Download: "));
       box.appendChild(file(JSON.stringify(data, null, 1), "application/json", "memory.json"));
       box.appendChild(document.createTextNode(" "));
@@ -430,7 +451,16 @@
       render(); remember();
     });
     host.addEventListener("change", (e) => {
-      if (e.target.dataset && e.target.dataset.field) { render(); remember(); }
+      const t = e.target;
+      if (t.dataset && t.dataset.field && (t.tagName === "SELECT" || t.type === "checkbox")) {
+        render(); remember();
+      }
+    });
+    if (typeof window !== "undefined") window.addEventListener("hashchange", () => { // an edited address
+      if (!location.hash.startsWith(PREFIX)) return;
+      const wrong = applyState(location.hash.slice(PREFIX.length));
+      render();
+      if (wrong.length) out.prepend(linkError(wrong));
     });
     preset.value = host.dataset.preset && (presets[host.dataset.preset] || modelPresets[host.dataset.preset])
       ? host.dataset.preset : Object.keys(presets)[0];
@@ -438,10 +468,7 @@
     const hash = typeof location !== "undefined" ? location.hash : "";
     const bad = hash.startsWith(PREFIX) ? applyState(hash.slice(PREFIX.length)) : [];
     render();
-    if (bad.length) { // an old or edited link: say so once, above the answer
-      out.prepend(el("p", { class: "llmb-error llmb-link-error", text: "This link's settings were not all " +
-        "understood (" + bad.join(", ") + "): those are at their defaults." }));
-    }
+    if (bad.length) out.prepend(linkError(bad)); // an old or edited link: said once, above the answer
   }
 
   Object.assign(W, { PART_COLORS, PART_LABELS, memoryCalculator, readConfig });
