@@ -117,6 +117,27 @@ def test_chapter_ends_with_its_environment(path):
     )
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_cells_removed_from_the_page_only_glue(path):
+    """Besides the install cell, a cell removed from the page (``remove-cell``) is there to
+    glue: the prose shows what it records. (What it defines no visible cell may use:
+    tests/test_lint.py.) Colab shows these cells as they are."""
+    import ast
+
+    nb = load_notebook(path)
+    install = install_cell(nb)
+    for i, cell in enumerate(nb["cells"]):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell is install or cell["cell_type"] != "code" or "remove-cell" not in tags:
+            continue
+        calls = [
+            n
+            for n in ast.walk(ast.parse(source(cell)))
+            if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "glue"
+        ]
+        assert calls, f"cell {i} is removed from the page but glues nothing"
+
+
 # --- Colab --------------------------------------------------------------------------
 
 

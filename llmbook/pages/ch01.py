@@ -58,7 +58,7 @@ def round_mantissa(x: torch.Tensor, keep: int) -> torch.Tensor:
     return bits.to(torch.int32).view(torch.float32)
 
 
-# book/01_floating_point.ipynb, cell cell-055
+# book/01_floating_point.ipynb, cell cell-060
 import torch
 
 

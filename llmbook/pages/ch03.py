@@ -23,7 +23,7 @@ def dequantize_absmax(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return codes.to(scale.dtype) * scale
 
 
-# book/03_quantization_basics.ipynb, cell cell-011
+# book/03_quantization_basics.ipynb, cell cell-012
 import torch
 
 
@@ -47,7 +47,7 @@ def dequantize_zeropoint(
     return (codes.to(scale.dtype) - zero_point) * scale
 
 
-# book/03_quantization_basics.ipynb, cell cell-016
+# book/03_quantization_basics.ipynb, cell cell-018
 import math
 
 import torch
@@ -64,7 +64,7 @@ def sqnr_db(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
-# book/03_quantization_basics.ipynb, cell cell-043
+# book/03_quantization_basics.ipynb, cell cell-050
 from importlib.resources import files
 
 import torch

@@ -28,7 +28,7 @@ def linear_inputs(model, batch: dict) -> dict:
     return {name: x[real_tokens] for name, x in seen.items()}
 
 
-# book/04_llm_int8_nf4.ipynb, cell cell-025
+# book/04_llm_int8_nf4.ipynb, cell cell-029
 import torch
 
 
@@ -55,7 +55,7 @@ def llm_int8_matmul(
     return Y
 
 
-# book/04_llm_int8_nf4.ipynb, cell cell-027
+# book/04_llm_int8_nf4.ipynb, cell cell-031
 import bitsandbytes as bnb
 import torch
 
@@ -72,7 +72,7 @@ def bnb_linear8bit(W: torch.Tensor, threshold: float = THRESHOLD) -> torch.nn.Mo
     return layer.to("cpu").eval()
 
 
-# book/04_llm_int8_nf4.ipynb, cell cell-048
+# book/04_llm_int8_nf4.ipynb, cell cell-054
 import torch
 
 
@@ -87,7 +87,7 @@ def nf4_code_book(offset: float = 0.9677083) -> torch.Tensor:
     return (values / values.abs().max()).float()
 
 
-# book/04_llm_int8_nf4.ipynb, cell cell-053
+# book/04_llm_int8_nf4.ipynb, cell cell-060
 import torch
 
 

@@ -25,7 +25,7 @@ def dequantize_q8_0(blocks: np.ndarray) -> np.ndarray:
     return d * blocks[:, 2:].view(np.int8).astype(np.float32)
 
 
-# book/09_format_quality.ipynb, cell cell-020
+# book/09_format_quality.ipynb, cell cell-021
 import numpy as np
 
 

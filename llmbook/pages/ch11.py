@@ -35,7 +35,7 @@ def recipe_of(job: dict) -> str:
     return "full" if job.get("bf16") else "full-fp32"
 
 
-# book/11_sharded_training.ipynb, cell cell-031
+# book/11_sharded_training.ipynb, cell cell-034
 def ring_wire_bytes(op: str, message_bytes: float, gpus: int) -> float:
     """Bytes each of ``gpus`` processes sends, on average, for one collective on a ring:
     ``(n-1)/n`` of the message, twice for an all-reduce (a reduce-scatter, then an
@@ -43,7 +43,7 @@ def ring_wire_bytes(op: str, message_bytes: float, gpus: int) -> float:
     return (2 if op == "all_reduce" else 1) * (gpus - 1) / gpus * message_bytes
 
 
-# book/11_sharded_training.ipynb, cell cell-063
+# book/11_sharded_training.ipynb, cell cell-071
 def pipeline_bubble(stages: int, micro_batches: int) -> float:
     """Share of a GPipe step each stage idles: (p - 1) / (m + p - 1)."""
     return (stages - 1) / (micro_batches + stages - 1)

@@ -114,7 +114,7 @@ def dequantize_nvfp4(tensor_scale, block, elements):
     return elements * scale
 
 
-# book/12_block_scaled_formats.ipynb, cell cell-082
+# book/12_block_scaled_formats.ipynb, cell cell-088
 #: A small model of gpt-oss's architecture (GptOssConfig arguments): 8 experts
 SMALL_GPT_OSS = dict(
     hidden_size=256,
@@ -130,7 +130,7 @@ SMALL_GPT_OSS = dict(
 )
 
 
-# book/12_block_scaled_formats.ipynb, cell cell-084
+# book/12_block_scaled_formats.ipynb, cell cell-090
 from llmbook import memory
 
 
@@ -152,7 +152,7 @@ def mxfp4_state_dict(model) -> dict:
     return state
 
 
-# book/12_block_scaled_formats.ipynb, cell cell-092
+# book/12_block_scaled_formats.ipynb, cell cell-098
 #: gpt-oss-20b and gpt-oss-120b (GptOssConfig arguments, from their config.json)
 GPT_OSS_20B = dict(
     hidden_size=2880,
