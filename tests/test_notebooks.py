@@ -138,6 +138,37 @@ def test_cells_removed_from_the_page_only_glue(path):
         assert calls, f"cell {i} is removed from the page but glues nothing"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_answers_come_first_each_with_its_evidence(path):
+    """Right after the questions, an Answers box (labelled for the intro's question map):
+    answers with numbers from this build (glued), each linked to the section of the page
+    that shows the evidence."""
+    from myst_parser.mdit_to_docutils.base import default_slugify
+
+    nb = load_notebook(path)
+    assert "**The questions.**" in source(nb["cells"][0])
+    box = source(nb["cells"][1])
+    assert box.startswith(f"(answers-{path.name[:2]})=\n:::{{admonition}} Answers")
+    answers = re.findall(r"^- (.*?)(?=^- |^:::)", box, flags=re.M | re.S)
+    assert answers and "{glue:" in box, "answers with numbers from this build"
+    anchors = {
+        default_slugify(line.lstrip("#").strip())
+        for cell in nb["cells"]
+        if cell["cell_type"] == "markdown"
+        for line in source(cell).splitlines()
+        if line.startswith(("## ", "### "))
+    }
+    for answer in answers:
+        links = re.findall(r"\]\(#([^)]+)\)", answer)
+        assert links and set(links) <= anchors, (
+            f"an answer without its evidence: {answer}"
+        )
+    intro = (ROOT / "book" / "intro.md").read_text()
+    assert f"<answers-{path.name[:2]}>" in intro, (
+        "the question map links to the answers"
+    )
+
+
 # --- Colab --------------------------------------------------------------------------
 
 
