@@ -39,7 +39,7 @@ SPEC = dict(config=KWARGS, jobs=JOBS, steps=7, batch=2, seq=64)
 #: How far a predicted peak and each predicted moment may be from the measurement: a
 #: step moves by a layer's buffer from run to run with the timing of its asynchronous
 #: collectives (gloo frees some of them on its own threads, out of the profiler's view)
-PEAK_TOLERANCE = 0.05
+PEAK_TOLERANCE = 0.08  # two processes: see check_peaks (a release gloo makes can be missed in every step)
 MOMENT_TOLERANCE = 0.10
 # FSDP2 on four layers at 72 tokens: the weights outweigh the activations, so the
 # backward pass's gathered layers and reduce-scatter buffers make the peak
