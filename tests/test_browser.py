@@ -269,6 +269,22 @@ def test_claims_table_is_read_without_sideways_scrolling(
         )
 
 
+@pytest.mark.parametrize("path", chapter_notebooks(), ids=lambda p: p.stem)
+def test_chapter_answers_in_its_first_screen(site, browser, path):
+    """At 1280 x 900, before any scrolling, the chapter's Answers box is on screen with at
+    least three of this build's glued numbers in view."""
+    with Visit(browser, f"{site}/book/{path.stem}.html") as v:
+        box = v.page.locator("div.admonition", has_text="Answers").first
+        assert box.locator(".admonition-title").inner_text().strip() == "Answers"
+        top = box.bounding_box()["y"]
+        assert 0 <= top < DESKTOP["height"], f"the Answers box starts at {top:.0f} px"
+        glued = [
+            g.bounding_box() for g in box.locator(".pasted-text, .pasted-inline").all()
+        ]
+        in_view = [b for b in glued if b and b["y"] + b["height"] <= DESKTOP["height"]]
+        assert len(in_view) >= 3, f"{len(in_view)} glued numbers in the first screen"
+
+
 def test_chapter_screenshots_at_desktop_width(site, browser, shots):
     stem = chapter_notebooks()[1].stem
     with Visit(browser, f"{site}/book/{stem}.html") as v:
@@ -380,6 +396,39 @@ def test_float_explorer_link_reproduces_it(site, browser):
         assert "\n" not in said and v.errors == []
         value = v.page.locator("[data-llmb-widget='float-explorer'] input.llmb-input")
         assert value.first.input_value() == "0.1"  # the default
+
+
+def widget_controls(widget) -> dict[str, str]:
+    """Every control's value (checkboxes as true/false), keyed by its id less the
+    widget's random prefix."""
+    return widget.evaluate(
+        """w => Object.fromEntries([...w.querySelectorAll('input, select, textarea')]
+            .filter(e => e.id && !e.id.endsWith('-config') && !e.id.endsWith('-hub'))
+            .map(e => [e.id.slice(e.id.indexOf('-') + 1), e.type === 'checkbox' ? String(e.checked) : e.value]))"""
+    )
+
+
+def test_float_explorer_link_round_trips_every_control(site, browser):
+    url = f"{site}/book/float_explorer.html"
+    with Visit(browser, url) as v:
+        explorer = v.page.locator("[data-llmb-widget='float-explorer']")
+        before = widget_controls(explorer)
+        explorer.locator("input[id$='-v']").fill("-3.25e-3")
+        explorer.locator("input[id$='-s']").fill("16")
+        explorer.locator("textarea").fill("0.5 -2 1e-3 300")
+        select = explorer.locator("select")
+        last = select.locator("option").last.get_attribute("value")
+        select.select_option(last)
+        after = widget_controls(explorer)
+        unchanged = [k for k in after if after[k] == before[k]]
+        assert unchanged == [], (
+            f"the test left these controls as they were: {unchanged}"
+        )
+        link = v.page.url
+    with Visit(browser, link) as v:
+        explorer = v.page.locator("[data-llmb-widget='float-explorer']")
+        assert widget_controls(explorer) == after
+        assert explorer.locator(".llmb-link-error").count() == 0 and v.errors == []
 
 
 def test_float_explorer_is_in_the_floating_point_chapter(site, browser):
@@ -682,6 +731,43 @@ def test_memory_calculator_answers_in_view_and_its_link_reproduces_it(site, brow
             for name in ("preset", "hidden_size")
         }
         assert y["preset"] < answer < y["hidden_size"]  # right after the model's name
+
+
+def test_memory_calculator_link_round_trips_every_control(site, browser):
+    """Every field, box and menu changed from its default (a custom model's shape, the job,
+    the hardware) comes back, value for value, when the link is opened anew."""
+    url = f"{site}/book/memory_calculator.html"
+    with Visit(browser, url) as v:
+        calc = v.page.locator("[data-llmb-widget='memory-calculator']")
+        before = widget_controls(calc)
+        calc.locator("select[data-field='recipe']").select_option("lora")
+        calc.locator("input[data-field='gpus']").fill(
+            "2"
+        )  # so the sharding menu counts
+        for field in calc.locator("[data-field]").all():
+            kind = field.evaluate("e => e.tagName === 'SELECT' ? 'select' : e.type")
+            name = field.get_attribute("data-field")
+            if kind == "checkbox":
+                field.click()
+            elif kind == "select" and name != "recipe":
+                options = field.locator("option").all()
+                values = [o.get_attribute("value") for o in options]
+                field.select_option(
+                    next(x for x in values[::-1] if x != field.input_value())
+                )
+            elif kind == "number" and name != "gpus":
+                field.fill(str(int(field.input_value()) * 2))
+        after = widget_controls(calc)
+        assert calc.locator("select[id$='-preset']").input_value() == "custom"
+        unchanged = [k for k in after if after[k] == before[k] and k != "preset"]
+        assert unchanged == [], (
+            f"the test left these controls as they were: {unchanged}"
+        )
+        link = v.page.url
+    with Visit(browser, link) as v:
+        calc = v.page.locator("[data-llmb-widget='memory-calculator']")
+        assert widget_controls(calc) == after
+        assert calc.locator(".llmb-link-error").count() == 0 and v.errors == []
 
 
 def test_memory_calculator_is_in_the_model_memory_chapter(site, browser):

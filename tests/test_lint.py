@@ -163,6 +163,48 @@ def test_hidden_name_check_catches_a_hidden_import():
     assert hidden_names_used(nb) == []
 
 
+# Plumbing collapses behind "Show code cell source": the page shows the code that teaches
+# and the figure or table it makes. The setup cell (imports, hardware) and any cell that
+# builds a figure are tagged hide-input; the notebook itself still shows them.
+DRAWS_A_FIGURE = re.compile(r"\bplt\.(subplots|figure)\b|\.plot\.barh?\(|\bax\.set[(_]")
+
+
+def plumbing_on_the_page(nb: dict) -> list[tuple[int, str]]:
+    """(cell, why) for visible, uncollapsed cells that only set up or draw."""
+    found = []
+    for i, cell in enumerate(nb["cells"]):
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if cell["cell_type"] != "code" or (HIDING_TAGS | {"hide-input"}) & tags:
+            continue
+        src = "".join(cell["source"])
+        if re.search(r"^env = setup\(", src, re.M):
+            found.append((i, "the setup cell"))
+        elif DRAWS_A_FIGURE.search(src) and "# @save" not in src:
+            found.append((i, "draws a figure"))
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_setup_and_drawing_code_are_collapsed(path):
+    assert plumbing_on_the_page(load_notebook(path)) == [], "tag these hide-input"
+
+
+def test_plumbing_check_catches_a_visible_figure():
+    def cell(src, tags=()):
+        return {"cell_type": "code", "metadata": {"tags": list(tags)}, "source": [src]}
+
+    nb = {
+        "cells": [
+            cell("import torch\nenv = setup()"),
+            cell("x = 1"),
+            cell("fig, ax = plt.subplots()\nax.plot([1, 2])"),
+        ]
+    }
+    assert plumbing_on_the_page(nb) == [(0, "the setup cell"), (2, "draws a figure")]
+    nb["cells"][2]["metadata"]["tags"] = ["hide-input"]
+    assert plumbing_on_the_page(nb) == [(0, "the setup cell")]
+
+
 # --- the repository stands alone -------------------------------------------------------
 
 # a relative path that climbs one folder or more, as in a Markdown link
