@@ -1,6 +1,7 @@
 """``python -m llmbook COMMAND``: the book's command-line tools.
 
 python -m llmbook memory CONFIG [--dtype ...] [--quantization int8|nf4|fp4] [--json]
+python -m llmbook serve MODEL [--gpu H100] [--prompt N --answer N] [--json]
 python -m llmbook env [--json]
 python -m llmbook prepare [--smollm]   (what a first run makes: see llmbook.firstrun)
 """
@@ -11,6 +12,7 @@ import sys
 
 COMMANDS = {
     "memory": "llmbook.cli",
+    "serve": "llmbook.serve_cli",
     "env": "llmbook.env",
     "prepare": "llmbook.firstrun",
 }

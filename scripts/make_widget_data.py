@@ -674,11 +674,30 @@ def sharded_vectors() -> list[dict]:
 def gpus() -> dict:
     """The calculator's GPUs (name, nvidia-smi total, usable bytes, source) and the reserve
     rule behind "usable", from llmbook.memory."""
-    from llmbook.memory import ALLOCATOR_SLACK, CUDA_RESERVE_BYTES, GPUS, usable_bytes
+    from llmbook.memory import (
+        ALLOCATOR_SLACK,
+        CUDA_RESERVE_BYTES,
+        GPUS,
+        TORCH_TOTAL_GAP_BYTES,
+        VLLM_BLOCK_TOKENS,
+        VLLM_MAX_SEQS,
+        VLLM_NON_TORCH_BYTES,
+        VLLM_STEP_TOKENS,
+        VLLM_UTILIZATION,
+        usable_bytes,
+    )
 
     return {
         "cuda_reserve_bytes": CUDA_RESERVE_BYTES,
         "allocator_slack": ALLOCATOR_SLACK,
+        "serving": {  # vLLM's budget (llmbook.memory.serving)
+            "utilization": VLLM_UTILIZATION,
+            "block_tokens": VLLM_BLOCK_TOKENS,
+            "step_tokens": VLLM_STEP_TOKENS,
+            "max_seqs": VLLM_MAX_SEQS,
+            "torch_total_gap_bytes": TORCH_TOTAL_GAP_BYTES,
+            "non_torch_bytes": VLLM_NON_TORCH_BYTES,
+        },
         "gpus": [
             {
                 "name": name,
@@ -730,6 +749,7 @@ def model_presets() -> dict[str, dict]:
 
     from llmbook.memory import (
         MODEL_PRESETS,
+        PUBLISHED_QUANTIZATION,
         active_parameters,
         estimate,
         kv_layers,
@@ -753,6 +773,11 @@ def model_presets() -> dict[str, dict]:
             ).total_bytes
             for w, q, dq in WEIGHT_SETTINGS
         }
+        if name in PUBLISHED_QUANTIZATION:  # as its makers ship it (gpt-oss: MXFP4)
+            q = PUBLISHED_QUANTIZATION[name]
+            entry["published_quantization"] = q
+            key = weight_key(2, q, False)
+            entry["weight_bytes"][key] = estimate(config, torch.bfloat16, q).total_bytes
         if any(
             t in ("linear_attention", "conv", "hybrid", "hybrid_sliding") for t in types
         ):
@@ -850,6 +875,88 @@ def mx_vectors() -> list[dict]:
     return rows
 
 
+def serving_vectors() -> list[dict]:
+    """vLLM's budget and the requests that fit, on every Llama preset and every model
+    preset vLLM's budget models, each GPU, the cache in 16 bits and fp8, random lengths,
+    block sizes, shares and shared prefixes; the published weights for gpt-oss."""
+    import torch
+    from transformers import LlamaConfig
+
+    from llmbook.memory import (
+        GPUS,
+        PRESETS,
+        PUBLISHED_QUANTIZATION,
+        EstimateError,
+        max_concurrency,
+        preset_config,
+        requests_that_fit,
+        serving_budget,
+    )
+
+    rng = np.random.default_rng(5)
+    models = {name: (LlamaConfig(**kw), kw) for name, kw in PRESETS.items()}
+    for name, entry in model_presets().items():
+        models[name] = (preset_config(name), entry)
+    out = []
+    for name, (config, entry) in models.items():
+        try:
+            serving_budget(config, "H100 80GB", "bfloat16")
+        except EstimateError:
+            continue  # chunked attention and fixed-size states: refused in both
+        for gpu in GPUS:
+            width, quant, dq = WEIGHT_SETTINGS[int(rng.integers(len(WEIGHT_SETTINGS)))]
+            if name in PUBLISHED_QUANTIZATION and rng.random() < 0.5:
+                width, quant, dq = 2, PUBLISHED_QUANTIZATION[name], False
+            options = dict(
+                width=width,
+                quantization=quant,
+                double_quant=dq,
+                kv_bytes=int(rng.choice([1, 2])),
+                utilization=float(rng.choice([0.9, 0.85, 0.95])),
+                block=int(rng.choice([16, 16, 32, 1])),
+                tp=int(rng.choice([1, 1, 2])),
+            )
+            dtype = torch.float32 if width == 4 else torch.bfloat16
+            b = serving_budget(
+                config,
+                gpu,
+                dtype,
+                quant,
+                options["kv_bytes"],
+                options["utilization"],
+                options["block"],
+                tensor_parallel=options["tp"],
+                double_quant=dq,
+            )
+            prompt, answer = int(rng.integers(1, 20_000)), int(rng.integers(0, 4_000))
+            full = all(k == "full_attention" for k, _ in _kinds(config))
+            shared = int(rng.integers(0, prompt + 1)) if full else 0
+            row = {
+                "name": name,
+                "config": entry,
+                "gpu": gpu,
+                "options": options,
+                "prompt": prompt,
+                "answer": answer,
+                "shared_prefix": shared,
+                "budget": {**b.__dict__, "cache_tokens": b.cache_tokens},
+            }
+            if b.blocks:
+                fit = requests_that_fit(config, b, prompt, answer, shared)
+                row["fit"] = {
+                    **fit,
+                    "max_concurrency": max_concurrency(config, b, prompt + answer),
+                }
+            out.append(row)
+    return out
+
+
+def _kinds(config):
+    from llmbook.memory import kv_layers
+
+    return [(k, w) for k, w in kv_layers(config) if k != "dummy"]
+
+
 SECTIONS = {
     "floats": float_vectors,
     "mx": mx_vectors,
@@ -857,6 +964,7 @@ SECTIONS = {
     "memory": memory_vectors,
     "model_presets": model_preset_vectors,
     "sharded": sharded_vectors,
+    "serving": serving_vectors,
     "gpus": gpus,
 }
 

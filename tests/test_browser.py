@@ -756,7 +756,7 @@ def test_memory_calculator_link_round_trips_every_control(site, browser):
                     next(x for x in values[::-1] if x != field.input_value())
                 )
             elif kind == "number" and name != "gpus":
-                field.fill(str(int(field.input_value()) * 2))
+                field.fill(str(int(field.input_value()) * 2 or 1))
         after = widget_controls(calc)
         assert calc.locator("select[id$='-preset']").input_value() == "custom"
         unchanged = [k for k in after if after[k] == before[k] and k != "preset"]
@@ -768,6 +768,40 @@ def test_memory_calculator_link_round_trips_every_control(site, browser):
         calc = v.page.locator("[data-llmb-widget='memory-calculator']")
         assert widget_controls(calc) == after
         assert calc.locator(".llmb-link-error").count() == 0 and v.errors == []
+
+
+def test_memory_calculator_serving_mode_answers_as_the_serve_command(site, browser):
+    """Serving with vLLM: the requests that fit on the chosen GPU and on every GPU equal
+    llmbook.memory.serving's (the `serve` command's), a shared prefix raises them, and
+    a cache vLLM cannot store is refused in one line."""
+    from transformers import LlamaConfig
+
+    from llmbook import memory
+
+    config = LlamaConfig(**memory.PRESETS["Llama-3-8B"])
+    url = f"{site}/book/memory_calculator.html#calc?preset=Llama-3-8B&recipe=serve"
+    with Visit(browser, url + "&prompt=2000&answer=500&serve_gpu=L40S") as v:
+        calc = v.page.locator("[data-llmb-widget='memory-calculator']")
+        for gpu in memory.GPUS:
+            b = memory.serving_budget(config, gpu, "bfloat16")
+            want = (
+                memory.requests_that_fit(config, b, 2000, 500)["requests"]
+                if b.blocks
+                else 0
+            )
+            row = calc.locator(f"table.llmb-serving-gpus tr[data-gpu='{gpu}'] td").first
+            assert row.inner_text().replace(",", "") == str(want), gpu
+        l40s = memory.serving_budget(config, "L40S", "bfloat16")
+        total = calc.locator("p.llmb-total")
+        assert total.get_attribute("data-total-bytes") == str(l40s.kv_cache)
+        assert "On one L40S" in calc.locator("p.llmb-fits").inner_text()
+        alone = int(total.get_attribute("data-requests"))
+        calc.locator("input[data-field='shared_prefix']").fill("1500")
+        shared = memory.requests_that_fit(config, l40s, 2000, 500, 1500)["requests"]
+        assert int(total.get_attribute("data-requests")) == shared > alone
+        calc.locator("select[data-field='kv_quant']").select_option("int4")
+        said = calc.locator(".llmb-error").inner_text()
+        assert "16 bits or fp8" in said and "\n" not in said and v.errors == []
 
 
 def test_memory_calculator_is_in_the_model_memory_chapter(site, browser):

@@ -20,10 +20,12 @@ code that uses them (a module imports only those listed before it here):
   :func:`longest_context`)
 - :mod:`.sharding` - DDP, ZeRO and FSDP2 over several GPUs moment by moment, offload,
   collectives
+- :mod:`.serving` - a serving engine's budget (vLLM's): the KV cache in blocks, the
+  requests that fit (:func:`serving_budget`, :func:`requests_that_fit`)
 
 Everything public is re-exported here: ``from llmbook import memory;
 memory.estimate(...)``. The command line is :mod:`llmbook.cli`
-(``python -m llmbook memory ...``).
+(``python -m llmbook memory ...``, ``python -m llmbook serve ...``).
 """
 
 from .activations import (  # noqa: F401
@@ -69,6 +71,23 @@ from .optimizers import (  # noqa: F401
     OPTIMIZERS,
     optimizer_state_bytes,
     optimizer_temporaries,
+)
+from .serving import (  # noqa: F401
+    TORCH_TOTAL_GAP_BYTES,
+    VLLM_BLOCK_TOKENS,
+    VLLM_MAX_SEQS,
+    VLLM_NON_TORCH_BYTES,
+    VLLM_STEP_TOKENS,
+    VLLM_UTILIZATION,
+    ServingBudget,
+    cache_groups,
+    max_concurrency,
+    page_bytes,
+    request_blocks,
+    requests_that_fit,
+    serving_budget,
+    vllm_max_seqs,
+    vllm_step_tokens,
 )
 from .sharding import (  # noqa: F401
     FSDP_PHASES,

@@ -248,3 +248,40 @@ test("every part the memory model names has a label and a colour on the page", (
   }
   assert.equal(colours.size, names.size, "two parts share a colour");
 });
+
+test("vLLM's budget and the requests that fit equal llmbook.memory.serving's", () => {
+  assert.ok(V.serving.length > 100);
+  const s = V.gpus.serving;
+  const failures = [];
+  for (const row of V.serving) {
+    const gpu = V.gpus.gpus.find((g) => g.name === row.gpu);
+    const got = W.servingBudget(row.config, gpu, s, row.options);
+    for (const [k, want] of Object.entries(row.budget)) {
+      if (k !== "cuda_graphs" && got[k] !== want) failures.push(`${row.name} ${row.gpu} ${k}: ${got[k]} vs ${want}`);
+    }
+    if (!row.fit) { assert.equal(got.blocks, 0); continue; }
+    const fit = W.requestsThatFit(row.config, got, row.prompt, row.answer, row.shared_prefix);
+    for (const k of ["requests", "blocks_each", "shared_blocks", "limit"]) {
+      if (fit[k] !== row.fit[k]) failures.push(`${row.name} ${row.gpu} ${k}: ${fit[k]} vs ${row.fit[k]}`);
+    }
+    if (Math.abs(fit.max_concurrency - row.fit.max_concurrency) > 1e-9 * row.fit.max_concurrency) {
+      failures.push(`${row.name} ${row.gpu} concurrency ${fit.max_concurrency} vs ${row.fit.max_concurrency}`);
+    }
+  }
+  assert.deepEqual(failures.slice(0, 5), []);
+  const names = new Set(V.serving.map((r) => r.name));
+  assert.ok(names.has("gpt-oss-20b") && names.has("DeepSeek-V3") && names.has("Llama-3-8B"));
+  assert.ok(V.serving.some((r) => r.fit && r.fit.limit === "max_num_seqs"));
+  assert.ok(V.serving.some((r) => r.fit && r.fit.shared_blocks > 0));
+  assert.ok(V.serving.some((r) => !r.fit)); // a model whose weights leave no cache
+});
+
+test("serving refuses what vLLM's budget does not model, in one sentence", () => {
+  const chunked = Object.assign({}, V.serving[0].config, { attention_chunk_size: 8192 });
+  assert.throws(() => W.cacheGroups(chunked), /chunked_attention layers: vLLM's budget/);
+  const oss = V.serving.find((r) => r.name === "gpt-oss-20b");
+  const gpu = V.gpus.gpus.find((g) => g.name === "H200");
+  const b = W.servingBudget(oss.config, gpu, V.gpus.serving, Object.assign({}, oss.options, { quantization: null,
+    width: 2, double_quant: false }));
+  assert.throws(() => W.requestsThatFit(oss.config, b, 1000, 100, 500), /full attention only/);
+});

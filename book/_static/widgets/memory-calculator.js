@@ -5,7 +5,8 @@
  */
 (function (W) {
   "use strict";
-  const { el, fitsOn, largest, offloadedBytes, parameters, shardedPhases, stepPhases } = W;
+  const { el, fitsOn, largest, offloadedBytes, parameters, requestsThatFit, servingBudget, shardedPhases,
+    stepPhases } = W;
 
   const PART_LABELS = { weights: "weights", kv_cache: "KV cache", activations: "activations", gradients: "gradients",
     master_weights: "fp32 master weights", optimizer: "optimizer states", adapter: "LoRA adapter",
@@ -101,7 +102,7 @@
       ["full-fp32", "full fine-tune in plain fp32 (AdamW)"],
       ["full-bf16", "full fine-tune, model in bf16 (AdamW in bf16)"],
       ["full-master", "full fine-tune, 16-bit + fp32 master (DeepSpeed, Apex)"],
-      ["lora", "LoRA"], ["qlora", "QLoRA (nf4 base)"]]);
+      ["lora", "LoRA"], ["qlora", "QLoRA (nf4 base)"], ["serve", "serving with vLLM (requests at once)"]]);
     const dtype = select("dtype", "dtype", [["bfloat16", "bf16"], ["float16", "fp16"], ["float32", "fp32"]]);
     const attention = select("attention", "attention (training)", [["sdpa", "SDPA / FlashAttention"],
       ["eager", "eager (keeps the s x s scores)"]]);
@@ -119,8 +120,9 @@
     const dq = el("input", { type: "checkbox", id: id + "-dq", "data-field": "double_quant" });
     controls.appendChild(el("label", { for: id + "-dq", text: "double quantization (4-bit)" }));
     controls.appendChild(dq);
-    const num = (key, label, value) => {
-      const i = el("input", { type: "number", min: "1", step: "1", id: id + "-" + key, value: String(value), "data-field": key });
+    const num = (key, label, value, min) => {
+      const i = el("input", { type: "number", min: String(min === undefined ? 1 : min), step: "1", id: id + "-" + key, value: String(value),
+        "data-field": key });
       controls.appendChild(el("label", { for: id + "-" + key, text: label }));
       controls.appendChild(i);
       return i;
@@ -138,6 +140,13 @@
     const offload = el("input", { type: "checkbox", id: id + "-offload", "data-field": "offload" });
     controls.appendChild(el("label", { for: id + "-offload", text: "CPU offload (ZeRO-2/3)" }));
     controls.appendChild(offload);
+    const serveGpu = select("serve_gpu", "GPU (serving)", gpuData.gpus.map((g) => [g.name, g.name]));
+    serveGpu.value = "H100 80GB";
+    const share = num("utilization", "engine's share, % (serving)", Math.round(100 * gpuData.serving.utilization));
+    const block = num("block", "block, tokens (serving)", gpuData.serving.block_tokens);
+    const prompt = num("prompt", "prompt, tokens (serving)", 1000);
+    const answerLen = num("answer", "answer, tokens (serving)", 500);
+    const prefix = num("shared_prefix", "shared prefix, tokens (serving)", 0, 0);
     const out = el("div", { class: "llmb-output" });
     const status = el("p", { class: "llmb-visually-hidden", role: "status", "aria-live": "polite" });
     host.appendChild(status); // says the answer once it changes, not the whole table
@@ -230,6 +239,7 @@
       if (!bad.length && c.hidden_size % c.num_attention_heads) bad.push("hidden size divisible by heads");
       if (!bad.length && c.num_attention_heads % c.num_key_value_heads) bad.push("heads divisible by KV heads");
       if (bad.length) { out.appendChild(el("p", { class: "llmb-error", text: "Check: " + bad.join(", ") })); return; }
+      if (recipe.value === "serve") { renderServing(c, model); return; }
       const job = { recipe: recipe.value, dtype: dtype.value, quantization: quant.value || null,
         double_quant: dq.checked, batch: Number(batch.value), context: Number(context.value),
         checkpointing: ckpt.checked, lora_rank: Number(rank.value), optimizer: optimizer.value,
@@ -372,7 +382,79 @@
           "bits. gpt-oss ships its experts in MXFP4 and DeepSeek-V3 in fp8; the command line counts gpt-oss " +
           "as shipped (--quantization mxfp4)." }));
       }
-      more.appendChild(links(phases, moment, live, fits));
+      const rows = [["moment", "part", "bytes"]];
+      for (const [name, parts] of Object.entries(phases)) {
+        for (const [part, bytes] of Object.entries(parts)) rows.push([name, part, String(bytes)]);
+      }
+      more.appendChild(links({ settings: Object.fromEntries(stateOf()), peak_moment: moment, peak_bytes: live,
+        moments_bytes: phases, fits_on: fits }, rows));
+    }
+
+    /** Serving: vLLM's budget on the chosen GPU, the requests that fit, and every GPU at a glance
+     * (llmbook.memory.serving, the command line's `python -m llmbook serve`). */
+    function renderServing(c, model) {
+      const GiB = Math.pow(2, 30);
+      const whole = (i, min) => (min === 0 ? /^(0|[1-9][0-9]{0,8})$/ : /^[1-9][0-9]{0,8}$/).test(i.value.trim());
+      const wrong = [[prompt, "prompt"], [answerLen, "answer"], [block, "block"], [share, "engine's share"]]
+        .filter(([i]) => !whole(i)).map(([, label]) => label + " (a whole number from 1)");
+      if (!whole(prefix, 0)) wrong.push("shared prefix (a whole number from 0)");
+      if (!wrong.length && Number(share.value) > 100) wrong.push("engine's share (at most 100%)");
+      if (!wrong.length && Number(prefix.value) > Number(prompt.value)) wrong.push("shared prefix (at most the prompt)");
+      if (kvQuant.value === "int4" || kvQuant.value === "int2") wrong.push("KV cache: vLLM stores it in 16 bits or fp8");
+      if (wrong.length) { out.appendChild(el("p", { class: "llmb-error", text: "Check: " + wrong.join(", ") })); return; }
+      const width = dtype.value === "float32" ? 4 : 2;
+      const q = quant.value || (model && model.published_quantization) || null;
+      const opts = { width, quantization: q, double_quant: dq.checked, utilization: Number(share.value) / 100,
+        block: Number(block.value), kv_bytes: kvQuant.value === "fp8" ? 1 : width };
+      const P = Number(prompt.value); const A = Number(answerLen.value); const S = Number(prefix.value);
+      let all;
+      try {
+        all = gpuData.gpus.map((gpu) => {
+          const b = servingBudget(c, gpu, gpuData.serving, opts);
+          return { b, fit: b.blocks ? requestsThatFit(c, b, P, A, S) : null };
+        });
+      } catch (e) { out.appendChild(el("p", { class: "llmb-error", text: "Check: " + e.message })); return; }
+      const { b, fit } = all.find((x) => x.b.gpu === serveGpu.value);
+      const tokens = (P + A).toLocaleString("en-US");
+      const answer = fit ? "On one " + b.gpu + ": " + fit.requests.toLocaleString("en-US") + " requests of " +
+        tokens + " tokens at once (limit: " + fit.limit + ")." : "On one " + b.gpu + ": no room for a KV cache " +
+        "(the weights and activations take the engine's share).";
+      out.appendChild(el("p", { class: "llmb-fits", text: answer }));
+      if (status.textContent !== answer) status.textContent = answer;
+      out.appendChild(el("p", { class: "llmb-total", "data-total-bytes": String(Math.max(b.kv_cache, 0)),
+        "data-requests": String(fit ? fit.requests : 0), text: "KV cache " + (Math.max(b.kv_cache, 0) / GiB).toFixed(2) +
+          " GiB: " + b.blocks.toLocaleString("en-US") + " blocks of " + b.block_tokens + " tokens, " +
+          b.cache_tokens.toLocaleString("en-US") + " tokens" + (fit ? "; " + fit.blocks_each + " blocks each" +
+          (fit.shared_blocks ? ", " + fit.shared_blocks + " shared blocks stored once" : "") : "") }));
+      const t = el("table", { class: "llmb-table llmb-serving" });
+      t.appendChild(el("caption", { text: "vLLM's budget on one " + b.gpu }));
+      t.appendChild(el("tr", {}, ["part", "GiB"].map((h) => el("th", { scope: "col", text: h }))));
+      const parts = [["torch's total", b.total], ["engine's share (" + share.value + "%)", b.requested],
+        ["− weights", b.weights], ["− activation peak (" + b.step_tokens.toLocaleString("en-US") +
+          " tokens, modelled)", b.activations], ["− outside PyTorch", b.non_torch], ["= KV cache", b.kv_cache]];
+      for (const [label, v] of parts) {
+        t.appendChild(el("tr", {}, [el("th", { scope: "row", text: label }), el("td", { text: (v / GiB).toFixed(2) })]));
+      }
+      out.appendChild(t);
+      const g = el("table", { class: "llmb-table llmb-serving-gpus" });
+      g.appendChild(el("caption", { text: "Requests of " + tokens + " tokens at once, on each GPU" }));
+      g.appendChild(el("tr", {}, ["GPU", "requests", "limit"].map((h) => el("th", { scope: "col", text: h }))));
+      for (const x of all) {
+        g.appendChild(el("tr", { "data-gpu": x.b.gpu }, [el("th", { scope: "row", text: x.b.gpu }),
+          el("td", { text: x.fit ? x.fit.requests.toLocaleString("en-US") : "0" }),
+          el("td", { text: x.fit ? x.fit.limit : "no room" })]));
+      }
+      more.appendChild(g);
+      more.appendChild(el("p", { class: "llmb-note", text: "vLLM's V1 engine as its source budgets a GPU " +
+        "(gpu_worker.py's determine_available_memory, kv_cache_utils.py's get_num_blocks): the engine's share " +
+        "of torch's total, less the weights, the activation peak of a profiling pass over max_num_batched_tokens " +
+        "(the book's prompt-pass model), and " + (gpuData.serving.non_torch_bytes / GiB).toFixed(2) + " GiB outside " +
+        "PyTorch (a logged figure); what is left is cut into blocks. Each request holds its blocks to its last " +
+        "token; requests sharing a prefix share its full blocks (prefix caching); sliding-window layers hold " +
+        "their window and one step. CUDA graphs are captured after the cache, in the rest of the GPU." +
+        (q && !quant.value ? " " + preset.value + "'s weights as published (" + q + ")." : "") }));
+      const rows = [["part", "bytes"], ...parts.map(([label, v]) => [label.replace(/,/g, ""), String(v)])];
+      more.appendChild(links({ settings: Object.fromEntries(stateOf()), budget: b, fit }, rows));
     }
 
     // ---------------------------------------- the state in the URL: a link reproduces the page
@@ -398,7 +480,8 @@
         if (key === "preset") continue;
         if (!f || (isShape(f) && preset.value !== "custom")) { bad.push(key); continue; }
         const ok = f.type === "checkbox" ? /^[01]$/.test(value)
-          : f.tagName === "SELECT" ? [...f.options].some((o) => o.value === value) : /^[1-9][0-9]{0,8}$/.test(value);
+          : f.tagName === "SELECT" ? [...f.options].some((o) => o.value === value)
+          : (f.min === "0" ? /^(0|[1-9][0-9]{0,8})$/ : /^[1-9][0-9]{0,8}$/).test(value);
         if (!ok) { bad.push(key + " " + value); continue; }
         if (f.type === "checkbox") f.checked = value === "1"; else f.value = value;
       }
@@ -414,7 +497,7 @@
     }
     /** Copy link, and the breakdown as JSON or CSV. */
     const blobs = [];
-    function links(phases, moment, live, fits) {
+    function links(data, rows) {
       const box = el("p", { class: "llmb-links" });
       const copy = el("button", { type: "button", text: "Copy link" });
       const said = el("span", { class: "llmb-link-said", "aria-live": "polite" });
@@ -425,12 +508,6 @@
           navigator.clipboard.writeText(url).then(done, () => { said.textContent = " Copy this link: " + url; });
         } else said.textContent = " Copy this link: " + url;
       });
-      const data = { settings: Object.fromEntries(stateOf()), peak_moment: moment, peak_bytes: live,
-        moments_bytes: phases, fits_on: fits };
-      const rows = [["moment", "part", "bytes"]];
-      for (const [name, parts] of Object.entries(phases)) {
-        for (const [part, bytes] of Object.entries(parts)) rows.push([name, part, String(bytes)]);
-      }
       for (const url of blobs.splice(0)) URL.revokeObjectURL(url); // the last render's
       const file = (text, type, name) => {
         blobs.push(URL.createObjectURL(new Blob([text], { type })));
