@@ -344,3 +344,26 @@ def decode_interval(result: dict[str, Any] | GenerationResult) -> tuple[float, f
 def separated(a: tuple[float, float], b: tuple[float, float]) -> int:
     """+1 if interval ``a`` lies wholly above ``b``, -1 if wholly below, 0 if they overlap."""
     return 1 if a[0] > b[1] else -1 if a[1] < b[0] else 0
+
+
+def read_bandwidth(nbytes: int, device: str = "cpu", repeats: int = 5) -> float:
+    """The fastest rate, in bytes per second, at which ``device`` reads a buffer of
+    ``nbytes`` (summed as fp32), best of ``repeats`` after a warm-up. A decoding step
+    re-reads that many bytes of weights, so this is the most bandwidth it can get: from
+    the memory chips, or from the caches where the buffer fits in them."""
+    import torch
+
+    x = torch.ones(max(nbytes // 4, 1 << 16), device=device)
+    return x.numel() * 4 / time_call(x.sum, repeats=repeats, device=device).min_s
+
+
+def matmul_peak(dtype, device: str = "cpu", n: int | None = None, repeats: int = 5):
+    """The most FLOP/s an ``n x n`` by ``n x n`` matrix product in ``dtype`` reached on
+    ``device``, best of ``repeats`` after a warm-up (n: 1024 on a CPU, 8192 on a GPU):
+    the peak a roofline divides by, as this machine and its libraries deliver it."""
+    import torch
+
+    n = n or (8192 if device.startswith("cuda") else 1024)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    return 2 * n**3 / time_call(lambda: a @ b, repeats=repeats, device=device).min_s

@@ -94,6 +94,15 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def add_config_argument(parser) -> None:
+    """The model argument both commands take (``memory``, ``serve``)."""
+    parser.add_argument(
+        "config",
+        help="a preset (" + ", ".join([*PRESETS, *MODEL_PRESETS]) + "), a config.json, "
+        "a folder holding one, or a hub id (online)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m llmbook memory CONFIG``: bytes of a model as stored, by module group; with
     ``--recipe``, the whole job (inference, full fine-tuning, LoRA, QLoRA) and where it fits."""
@@ -102,11 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m llmbook memory", description=main.__doc__
     )
-    parser.add_argument(
-        "config",
-        help="a preset (" + ", ".join([*PRESETS, *MODEL_PRESETS]) + "), a config.json, "
-        "a folder holding one, or a hub id (online)",
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--dtype",
         default=None,
@@ -432,6 +437,11 @@ def _print_job(config, args) -> int:
                     "peak_bytes": total,
                     "fits_on": fits_on(total),
                     "offloaded_experts": offload,
+                    "roofline": None
+                    if offload or args.recipe != "inference"
+                    else _speeds(
+                        config, args, [args.gpu] if args.gpu else fits_on(total)
+                    ),
                 },
                 indent=2,
             )
@@ -474,4 +484,59 @@ def _print_job(config, args) -> int:
         print(_fits_line(total, args.gpu))
     else:
         print(f"  fits on: {', '.join(fits_on(total)) or 'none of the GPUs listed'}")
+    if args.recipe == "inference" and not offload:
+        print(_speed_lines(config, args, [args.gpu] if args.gpu else fits_on(total)))
     return 0
+
+
+def _speeds(config, args, gpus: list[str]) -> dict[str, dict]:
+    """The roofline's bounds for this inference job on each of ``gpus``."""
+    from .memory.speed import COMPUTE, gpu_device, roofline
+
+    dtype = args.dtype or "bfloat16"
+    compute = COMPUTE[args.quantization or dtype]
+    kv = (
+        1
+        if args.kv_quant == "fp8"
+        else 4
+        if (args.kv_dtype or dtype) == "float32"
+        else 2
+    )
+    out = {}
+    for gpu in gpus:
+        device = gpu_device(gpu)
+        use = (
+            compute
+            if compute in device.peak
+            else "fp16"
+            if "fp16" in device.peak
+            else "bf16"
+        )
+        bounds = roofline(
+            config,
+            device,
+            use,
+            args.batch,
+            args.seq,
+            None,
+            dtype,
+            args.quantization,
+            kv,
+        )
+        out[gpu] = bounds | {"compute": use}
+    return out
+
+
+def _speed_lines(config, args, gpus: list[str]) -> str:
+    """At best, on each GPU: the prompt pass's and a decoding step's bounds."""
+    lines = [
+        f"at best (a roofline: bounds from each GPU's data sheet, not predictions; "
+        f"the prompt of {args.seq:,} tokens, then decoding at that context):"
+    ]
+    for gpu, b in _speeds(config, args, gpus).items():
+        lines.append(
+            f"  {gpu:10s} first token >= {b['ttft_s'] * 1e3:8.2f} ms ({b['ttft_bound']}), "
+            f"decoding <= {b['decode_tok_s']:9,.0f} tokens/s for the batch "
+            f"({b['step_bound']}-bound, {b['compute']})"
+        )
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from .memory.configs import MODEL_PRESETS, PRESETS, PUBLISHED_QUANTIZATION, load_config
+from .memory.configs import PUBLISHED_QUANTIZATION, load_config
 from .memory.gpus import GPUS
 from .memory.serving import (
     VLLM_BLOCK_TOKENS,
@@ -41,16 +41,12 @@ def _fail(message: str) -> None:
 def _parser():
     import argparse
 
-    from .cli import _dtype_arg, _gpu_arg
+    from .cli import _dtype_arg, _gpu_arg, add_config_argument
 
     p = argparse.ArgumentParser(
         prog="python -m llmbook serve", description=main.__doc__
     )
-    p.add_argument(
-        "config",
-        help="a preset (" + ", ".join([*PRESETS, *MODEL_PRESETS]) + "), a config.json, "
-        "a folder holding one, or a hub id (online)",
-    )
+    add_config_argument(p)
     p.add_argument("--gpu", type=_gpu_arg, default=None, help="one GPU; default: all")
     p.add_argument("--dtype", type=_dtype_arg, default="bfloat16", help="the weights'")
     p.add_argument(

@@ -408,6 +408,14 @@ def widget_controls(widget) -> dict[str, str]:
     )
 
 
+def assert_link_reproduces(browser, link: str, widget: str, controls: dict) -> None:
+    """Opened anew, the link sets every control as it was, and says nothing is wrong."""
+    with Visit(browser, link) as v:
+        host = v.page.locator(f"[data-llmb-widget='{widget}']")
+        assert widget_controls(host) == controls
+        assert host.locator(".llmb-link-error").count() == 0 and v.errors == []
+
+
 def test_float_explorer_link_round_trips_every_control(site, browser):
     url = f"{site}/book/float_explorer.html"
     with Visit(browser, url) as v:
@@ -425,10 +433,7 @@ def test_float_explorer_link_round_trips_every_control(site, browser):
             f"the test left these controls as they were: {unchanged}"
         )
         link = v.page.url
-    with Visit(browser, link) as v:
-        explorer = v.page.locator("[data-llmb-widget='float-explorer']")
-        assert widget_controls(explorer) == after
-        assert explorer.locator(".llmb-link-error").count() == 0 and v.errors == []
+    assert_link_reproduces(browser, link, "float-explorer", after)
 
 
 def test_float_explorer_is_in_the_floating_point_chapter(site, browser):
@@ -764,10 +769,7 @@ def test_memory_calculator_link_round_trips_every_control(site, browser):
             f"the test left these controls as they were: {unchanged}"
         )
         link = v.page.url
-    with Visit(browser, link) as v:
-        calc = v.page.locator("[data-llmb-widget='memory-calculator']")
-        assert widget_controls(calc) == after
-        assert calc.locator(".llmb-link-error").count() == 0 and v.errors == []
+    assert_link_reproduces(browser, link, "memory-calculator", after)
 
 
 def test_memory_calculator_serving_mode_answers_as_the_serve_command(site, browser):

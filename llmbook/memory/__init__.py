@@ -22,6 +22,8 @@ code that uses them (a module imports only those listed before it here):
   collectives
 - :mod:`.serving` - a serving engine's budget (vLLM's): the KV cache in blocks, the
   requests that fit (:func:`serving_budget`, :func:`requests_that_fit`)
+- :mod:`.speed` - a roofline: the least time a prompt pass and a decoding step can take
+  on a device, from FLOPs and bytes (:func:`roofline`, :data:`GPU_SPECS`)
 
 Everything public is re-exported here: ``from llmbook import memory;
 memory.estimate(...)``. The command line is :mod:`llmbook.cli`
@@ -46,6 +48,7 @@ from .configs import (  # noqa: F401
 from .gpus import (  # noqa: F401
     ALLOCATOR_SLACK,
     CUDA_RESERVE_BYTES,
+    GPU_SPECS,
     GPUS,
     PCIE_GBPS,
     fits_on,
@@ -97,6 +100,17 @@ from .sharding import (  # noqa: F401
     offloaded_bytes,
     sharded_phases,
     zero1_partition,
+)
+from .speed import (  # noqa: F401
+    COMPUTE,
+    DEQUANT_EXTRA_BYTES,
+    Device,
+    StoredWeights,
+    attention_flops,
+    forward_flops,
+    gpu_device,
+    matmul_parameters,
+    roofline,
 )
 from .steps import (  # noqa: F401
     LAYER_WORKSPACE,

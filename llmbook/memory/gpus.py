@@ -68,3 +68,143 @@ def fits_on(total_bytes: int) -> list[str]:
 #: PCI-SIG's 16 and 32 GT/s with 128b/130b encoding): no copy from CPU to GPU memory
 #: beats it, so bytes over it give a floor on the time.
 PCIE_GBPS = {"PCIe 4.0 x16": 31.5, "PCIe 5.0 x16": 63.0}
+
+
+#: Each GPU's memory bandwidth (bytes/s) and dense peak throughput (FLOP/s; int8 in
+#: OP/s) by compute type, from its maker's data sheet or whitepaper, for the roofline
+#: (:mod:`.speed`). Dense: where a sheet prints a figure "with sparsity" (footnoted), half
+#: of it. GeForce cards: fp16/bf16/fp8 with FP32 accumulate, as frameworks multiply.
+#: ``kind`` says how the figure was read: ``vendor`` (the maker's page), ``copy`` (the
+#: maker's table reproduced exactly elsewhere), ``quoted`` (a repository quoting the
+#: sheet, with its address). A type a GPU lacks, or that no vendor source gave, is left
+#: out. H100 and H200: the SXM boards (H100 PCIe: 2.0 TB/s, three quarters the peaks).
+GPU_SPECS: dict[str, dict] = {
+    "T4": dict(
+        bandwidth=300e9,
+        peak=dict(fp32=8.1e12, fp16=65e12, int8=130e12),
+        kind="quoted",
+        source="nvidia.com t4-tensor-core-datasheet-951643.pdf",
+    ),
+    "L4": dict(
+        bandwidth=300e9,
+        peak=dict(
+            fp32=30.3e12,
+            tf32=60e12,
+            bf16=121e12,
+            fp16=121e12,
+            fp8=242.5e12,
+            int8=242.5e12,
+        ),
+        kind="quoted",
+        source="nvidia.com/en-us/data-center/l4 (sparse figures halved)",
+    ),
+    "A10": dict(
+        bandwidth=600e9,
+        peak=dict(fp32=31.2e12, tf32=62.5e12, bf16=125e12, int8=250e12),
+        kind="quoted",
+        source="resources.nvidia.com a10-datasheet-nvidia",
+    ),
+    "RTX 4090": dict(
+        bandwidth=1008e9,
+        peak=dict(
+            fp32=82.6e12,
+            tf32=82.6e12,
+            bf16=165.2e12,
+            fp16=165.2e12,
+            fp8=330.3e12,
+            int8=660.6e12,
+        ),
+        kind="copy",
+        source="NVIDIA Ada GPU architecture whitepaper v2.02, appendix A",
+    ),
+    "RTX 3090": dict(
+        bandwidth=936e9,
+        peak=dict(fp32=35.6e12, bf16=71e12, fp16=71e12),
+        kind="quoted",
+        source="NVIDIA Ampere GA102 GPU architecture whitepaper",
+    ),
+    "RTX 5090": dict(
+        bandwidth=1792e9,
+        peak=dict(bf16=209.5e12, fp8=419e12, fp4=1676e12),
+        kind="quoted",
+        source="NVIDIA RTX Blackwell GPU architecture whitepaper, table 3",
+    ),
+    "A100 40GB": dict(
+        bandwidth=1555e9,
+        peak=dict(fp32=19.5e12, tf32=156e12, bf16=312e12, fp16=312e12, int8=624e12),
+        kind="vendor",
+        source="developer.nvidia.com/blog/nvidia-ampere-architecture-in-depth, table 3",
+    ),
+    "L40S": dict(
+        bandwidth=864e9,
+        peak=dict(
+            fp32=91.6e12,
+            tf32=183e12,
+            bf16=362.05e12,
+            fp16=362.05e12,
+            fp8=733e12,
+            int8=733e12,
+        ),
+        kind="copy",
+        source="NVIDIA L40S data sheet",
+    ),
+    "H100 80GB": dict(
+        bandwidth=3.35e12,
+        peak=dict(
+            fp32=67e12,
+            tf32=494.5e12,
+            bf16=989.5e12,
+            fp16=989.5e12,
+            fp8=1979e12,
+            int8=1979e12,
+        ),
+        kind="quoted",
+        source="nvidia.com/en-us/data-center/h100 (SXM; sparse figures halved)",
+    ),
+    "A100 80GB": dict(
+        bandwidth=2039e9,
+        peak=dict(fp32=19.5e12, tf32=156e12, bf16=312e12, fp16=312e12, int8=624e12),
+        kind="quoted",
+        source="nvidia.com a100-80gb-datasheet-update (SXM)",
+    ),
+    "H200": dict(
+        bandwidth=4.8e12,
+        peak=dict(
+            fp32=67e12,
+            tf32=494.5e12,
+            bf16=989.5e12,
+            fp16=989.5e12,
+            fp8=1979e12,
+            int8=1979e12,
+        ),
+        kind="quoted",
+        source="nvidia.com/en-us/data-center/h200 (SXM; sparse figures halved)",
+    ),
+    "B200": dict(
+        bandwidth=7.7e12,
+        peak=dict(
+            fp32=75e12,
+            tf32=1100e12,
+            bf16=2250e12,
+            fp16=2250e12,
+            fp8=4500e12,
+            int8=4500e12,
+            fp4=9000e12,
+        ),
+        kind="quoted",
+        source="NVIDIA HGX B200 data sheet (sparse figures halved)",
+    ),
+    "MI300X": dict(
+        bandwidth=5.3e12,
+        peak=dict(
+            fp32=163.4e12,
+            tf32=653.7e12,
+            bf16=1307.4e12,
+            fp16=1307.4e12,
+            fp8=2614.9e12,
+            int8=2614.9e12,
+        ),
+        kind="vendor",
+        source="rocm.docs.amd.com conceptual/gpu-arch/mi300",
+    ),
+}
