@@ -491,27 +491,14 @@ def _print_job(config, args) -> int:
 
 def _speeds(config, args, gpus: list[str]) -> dict[str, dict]:
     """The roofline's bounds for this inference job on each of ``gpus``."""
-    from .memory.speed import COMPUTE, gpu_device, roofline
+    from .memory.speed import compute_for, gpu_device, roofline
 
     dtype = args.dtype or "bfloat16"
-    compute = COMPUTE[args.quantization or dtype]
-    kv = (
-        1
-        if args.kv_quant == "fp8"
-        else 4
-        if (args.kv_dtype or dtype) == "float32"
-        else 2
-    )
+    width = 4 if (args.kv_dtype or dtype) == "float32" else 2
     out = {}
     for gpu in gpus:
         device = gpu_device(gpu)
-        use = (
-            compute
-            if compute in device.peak
-            else "fp16"
-            if "fp16" in device.peak
-            else "bf16"
-        )
+        use = compute_for(device, dtype, args.quantization)
         bounds = roofline(
             config,
             device,
@@ -521,7 +508,9 @@ def _speeds(config, args, gpus: list[str]) -> dict[str, dict]:
             None,
             dtype,
             args.quantization,
-            kv,
+            width,
+            args.kv_quant,
+            args.double_quant,
         )
         out[gpu] = bounds | {"compute": use}
     return out

@@ -677,6 +677,7 @@ def gpus() -> dict:
     from llmbook.memory import (
         ALLOCATOR_SLACK,
         CUDA_RESERVE_BYTES,
+        GPU_SPECS,
         GPUS,
         TORCH_TOTAL_GAP_BYTES,
         VLLM_BLOCK_TOKENS,
@@ -704,6 +705,10 @@ def gpus() -> dict:
                 "total_mib": mib,
                 "usable_bytes": usable_bytes(name),
                 "source": source,
+                # the roofline's ceilings (llmbook.memory.GPU_SPECS), from its data sheet
+                "bandwidth": GPU_SPECS[name]["bandwidth"],
+                "peak": GPU_SPECS[name]["peak"],
+                "speed_source": GPU_SPECS[name]["source"],
             }
             for name, (mib, source) in GPUS.items()
         ],
@@ -725,6 +730,10 @@ MODEL_FIELDS = (
     "sliding_window",
     "attention_chunk_size",
     "vocab_size",
+    "num_experts_per_tok",
+    "experts_per_token",
+    "num_local_experts",
+    "num_experts",
 )
 
 #: Weight settings the calculator offers: (bytes a value of the unquantized tensors,
@@ -752,7 +761,9 @@ def model_presets() -> dict[str, dict]:
         PUBLISHED_QUANTIZATION,
         active_parameters,
         estimate,
+        expert_bytes,
         kv_layers,
+        matmul_parameters,
         preset_config,
         state_bytes,
     )
@@ -766,6 +777,7 @@ def model_presets() -> dict[str, dict]:
         entry["layer_types"] = types
         entry["hub_id"] = hub_id
         entry["n_parameters"] = estimate(config, torch.bfloat16).n_parameters
+        entry["matmul_parameters"] = list(matmul_parameters(config))  # the roofline's
         entry["active_parameters"] = active_parameters(config)
         entry["weight_bytes"] = {
             weight_key(w, q, dq): estimate(
@@ -773,11 +785,22 @@ def model_presets() -> dict[str, dict]:
             ).total_bytes
             for w, q, dq in WEIGHT_SETTINGS
         }
+        entry[
+            "expert_bytes"
+        ] = {  # the routed experts' share of each (for the roofline)
+            weight_key(w, q, dq): expert_bytes(
+                config, torch.float32 if w == 4 else torch.bfloat16, q, dq
+            )["experts"]
+            for w, q, dq in WEIGHT_SETTINGS
+        }
         if name in PUBLISHED_QUANTIZATION:  # as its makers ship it (gpt-oss: MXFP4)
             q = PUBLISHED_QUANTIZATION[name]
             entry["published_quantization"] = q
             key = weight_key(2, q, False)
             entry["weight_bytes"][key] = estimate(config, torch.bfloat16, q).total_bytes
+            entry["expert_bytes"][key] = expert_bytes(config, torch.bfloat16, q)[
+                "experts"
+            ]
         if any(
             t in ("linear_attention", "conv", "hybrid", "hybrid_sliding") for t in types
         ):
@@ -951,6 +974,76 @@ def serving_vectors() -> list[dict]:
     return out
 
 
+def roofline_vectors() -> list[dict]:
+    """The roofline's bounds on every Llama preset and model preset, a random GPU, weight
+    setting, cache width, batch, prompt and context each (llmbook.memory.roofline)."""
+    import torch
+    from transformers import LlamaConfig
+
+    from llmbook.memory import (
+        GPU_SPECS,
+        PRESETS,
+        PUBLISHED_QUANTIZATION,
+        compute_for,
+        gpu_device,
+        preset_config,
+        roofline,
+    )
+
+    rng = np.random.default_rng(6)
+    models = {name: (LlamaConfig(**kw), kw) for name, kw in PRESETS.items()}
+    for name, entry in model_presets().items():
+        models[name] = (preset_config(name), entry)
+    out = []
+    for name, (config, entry) in models.items():
+        for _ in range(4):
+            gpu = list(GPU_SPECS)[int(rng.integers(len(GPU_SPECS)))]
+            width = int(rng.choice([2, 4]))
+            quant = [None, "int8", "nf4"][int(rng.integers(3))]
+            if name in PUBLISHED_QUANTIZATION and rng.random() < 0.3:
+                width, quant = 2, PUBLISHED_QUANTIZATION[name]
+            dtype = "float32" if width == 4 else "bfloat16"
+            device = gpu_device(gpu)
+            compute = compute_for(device, dtype, quant)
+            batch, prompt = int(rng.integers(1, 65)), int(rng.integers(1, 8193))
+            context = None if rng.random() < 0.5 else int(rng.integers(1, 32_768))
+            if rng.random() < 0.25:  # a big batch at a short context: compute-bound
+                batch, prompt, context = int(rng.integers(512, 4096)), 16, 64
+            kv = int(rng.choice([1, 2, 4]))
+            full = all(k == "full_attention" for k, _ in _kinds(config))
+            kv_quant = [None, "fp8", "int4"][int(rng.integers(3 if full else 2))]
+            dq = quant == "nf4" and rng.random() < 0.5
+            options = dict(
+                gpu=gpu,
+                compute=compute,
+                batch=batch,
+                prompt=prompt,
+                context=context,
+                width=width,
+                quantization=quant,
+                kv_bytes=kv,
+                kv_quant=kv_quant,
+                double_quant=dq,
+            )
+            bounds = roofline(
+                config,
+                device,
+                compute,
+                batch,
+                prompt,
+                context,
+                getattr(torch, dtype),
+                quant,
+                kv,
+                kv_quant,
+                dq,
+            )
+            out.append(
+                {"name": name, "config": entry, "options": options, "bounds": bounds}
+            )
+    return out
+
+
 def _kinds(config):
     from llmbook.memory import kv_layers
 
@@ -965,6 +1058,7 @@ SECTIONS = {
     "model_presets": model_preset_vectors,
     "sharded": sharded_vectors,
     "serving": serving_vectors,
+    "roofline": roofline_vectors,
     "gpus": gpus,
 }
 

@@ -806,6 +806,36 @@ def test_memory_calculator_serving_mode_answers_as_the_serve_command(site, brows
         assert "16 bits or fp8" in said and "\n" not in said and v.errors == []
 
 
+def test_memory_calculator_bounds_speed_as_the_roofline(site, browser):
+    """An inference job: on each GPU it fits, the roofline's bounds, as
+    llmbook.memory.roofline (and the memory command's "at best" lines) give them."""
+    from llmbook import memory
+
+    llama = memory.preset_config("Llama-3-8B")
+    url = f"{site}/book/memory_calculator.html#calc?preset=Llama-3-8B&recipe=inference"
+    with Visit(browser, url + "&batch=4&context=2048") as v:
+        rows = v.page.locator("table.llmb-speed tr[data-gpu]")
+        shown = {
+            r.get_attribute("data-gpu"): float(r.get_attribute("data-decode"))
+            for r in rows.all()
+        }
+        assert "H100 80GB" in shown and "T4" not in shown  # only where it fits
+        for gpu, decode in shown.items():
+            want = memory.roofline(
+                llama,
+                memory.gpu_device(gpu),
+                "bf16",
+                4,
+                2048,
+                None,
+                "bfloat16",
+                None,
+                2,
+            )["decode_tok_s"]
+            assert decode == pytest.approx(want, rel=1e-9), gpu
+        assert v.errors == []
+
+
 def test_memory_calculator_is_in_the_model_memory_chapter(site, browser):
     with Visit(browser, f"{site}/book/02_model_memory.html") as v:
         assert (

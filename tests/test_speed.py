@@ -61,24 +61,76 @@ def test_a_sliding_window_caps_what_attention_reads():
             assert attention_flops(config, 1, tokens, past) == per * seen
 
 
-def test_bytes_read_follow_the_estimate_experts_and_dequantization():
+def test_bytes_read_follow_the_estimate_and_the_experts_touched():
+    """The weights once, less the input embedding but its tokens' rows; of a mixture of
+    experts, the ``k`` of ``E`` one token uses, and nearly all of them for many tokens."""
     config = small()
+    est = memory.estimate(config, torch.bfloat16)
+    embedding = 256 * 128 * 2
     dense = StoredWeights.of(config, torch.bfloat16)
+    assert dense.read(1) == est.total_bytes - embedding + 128 * 2
+    assert dense.read(64) - dense.read(1) == 63 * 128 * 2
+    tied = StoredWeights.of(small(tie_word_embeddings=True), torch.bfloat16)
     assert (
-        dense.read(1)
-        == dense.read(64)
-        == memory.estimate(config, torch.bfloat16).total_bytes
+        tied.read(1)
+        == memory.estimate(small(tie_word_embeddings=True), torch.bfloat16).total_bytes
+        + 128 * 2
     )
-    nf4 = StoredWeights.of(config, torch.bfloat16, "nf4")
-    assert (
-        nf4.read(2) - nf4.read(1) == 4 * nf4.quantized
-    )  # dequantized to bf16, read back
     oss = memory.preset_config("gpt-oss-20b")
     moe = StoredWeights.of(oss, torch.bfloat16)
     experts = memory.expert_bytes(oss, torch.bfloat16)
-    one_token = moe.total - experts["experts"] + experts["active"]
+    one_token = moe.total + moe.row - experts["experts"] + experts["active"]
     assert moe.read(1) == pytest.approx(one_token, rel=1e-6)  # k of E experts
-    assert moe.read(4096) == pytest.approx(moe.total, rel=1e-3)  # a big batch: all
+    assert moe.read(4096) == pytest.approx(moe.total + 4096 * moe.row, rel=1e-3)
+
+
+def test_a_prompt_pass_counts_no_more_than_pytorch():
+    """A prompt pass with eager attention: the counter sees the whole masked square of
+    scores, the roofline only the causal half, so it counts less, by exactly that."""
+    config = small()
+    model = AutoModelForCausalLM.from_config(config).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.randint(0, 256, (1, 20)), logits_to_keep=1)
+    ours = forward_flops(config, 1, 20, 0, 1)
+    square = 4 * 3 * 4 * 32 * 20 * 20  # layers x heads x head_dim x keys x queries
+    assert counter.get_total_flops() - ours == square - attention_flops(
+        config, 1, 20, 0
+    )
+
+
+def test_chunked_attention_sees_its_own_chunk():
+    from transformers import Llama4TextConfig
+
+    config = Llama4TextConfig(
+        hidden_size=128,
+        intermediate_size=256,
+        intermediate_size_mlp=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        attention_chunk_size=5,
+        num_local_experts=32,
+        vocab_size=256,
+        layer_types=["chunked_attention"] * 4,
+    )
+    for past in (0, 3, 11):
+        for tokens in (1, 6, 13):
+            seen = sum((past + i) % 5 + 1 for i in range(tokens))
+            assert attention_flops(config, 1, tokens, past) == 4 * 4 * 4 * 32 * seen
+
+
+def test_a_type_the_sheet_lacks_takes_the_fastest_peak():
+    from llmbook.memory import compute_for
+
+    t4 = memory.gpu_device("T4")  # no bf16 on a Turing card's sheet
+    assert compute_for(t4, "bfloat16") == "int8"  # its fastest: a bound errs low
+    assert compute_for(t4, "float16") == "fp16"
+    assert compute_for(memory.gpu_device("H100 80GB"), "bfloat16", "mxfp4") == "bf16"
+    assert (
+        compute_for(memory.gpu_device("H100 80GB"), "bfloat16", "quanto-int4") == "fp8"
+    )
 
 
 H100 = Device("H100 SXM", bandwidth=3.35e12, peak={"bf16": 989e12})
@@ -89,7 +141,11 @@ def test_decoding_is_memory_bound_until_the_batch_is_large():
     one = roofline(llama, H100, "bf16", batch=1, prompt=1, dtype=torch.bfloat16)
     assert one["step_bound"] == "memory"
     weights = memory.estimate(llama, torch.bfloat16).total_bytes
-    assert one["step_s"] == pytest.approx(weights / 3.35e12, rel=1e-3)
+    embedding = llama.vocab_size * llama.hidden_size * 2  # a lookup: one row is read
+    kv = memory.kv_cache_bytes(llama, 1, 1)
+    step = weights - embedding + llama.hidden_size * 2 + kv
+    assert one["step_s"] == pytest.approx(step / 3.35e12, rel=1e-9)
+    assert one["ridge"] == pytest.approx(989e12 / 3.35e12)
     # 2 FLOPs per weight per token against 2 bytes per weight: the machine balance
     assert 128 < one["critical_batch"] <= 512
     long = roofline(llama, H100, "bf16", batch=1, prompt=4096, dtype=torch.bfloat16)

@@ -103,10 +103,10 @@ from .sharding import (  # noqa: F401
 )
 from .speed import (  # noqa: F401
     COMPUTE,
-    DEQUANT_EXTRA_BYTES,
     Device,
     StoredWeights,
     attention_flops,
+    compute_for,
     forward_flops,
     gpu_device,
     matmul_parameters,

@@ -78,12 +78,14 @@ PCIE_GBPS = {"PCIe 4.0 x16": 31.5, "PCIe 5.0 x16": 63.0}
 #: maker's table reproduced exactly elsewhere), ``quoted`` (a repository quoting the
 #: sheet, with its address). A type a GPU lacks, or that no vendor source gave, is left
 #: out. H100 and H200: the SXM boards (H100 PCIe: 2.0 TB/s, three quarters the peaks).
+#: A bound may only err low: where sources differ, the higher figure is taken.
 GPU_SPECS: dict[str, dict] = {
     "T4": dict(
-        bandwidth=300e9,
+        bandwidth=320e9,
         peak=dict(fp32=8.1e12, fp16=65e12, int8=130e12),
         kind="quoted",
-        source="nvidia.com t4-tensor-core-datasheet-951643.pdf",
+        source="nvidia.com t4-tensor-core-datasheet-951643.pdf (its 300 GB/s rounds "
+        "down 256-bit GDDR6 at 10 Gb/s: 320)",
     ),
     "L4": dict(
         bandwidth=300e9,

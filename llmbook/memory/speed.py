@@ -1,40 +1,32 @@
 """How fast a model can run at best: a roofline. A forward pass reads bytes from memory
 and does arithmetic; it cannot take less than the larger of ``bytes / bandwidth`` and
-``FLOPs / peak``. The prompt pass does a lot of arithmetic per byte of weights read (every
-prompt token uses each weight once) and is bounded by the arithmetic; a decoding step
-reads every weight, and each sequence's KV cache, for one token per sequence, and is
-bounded by the bytes until the batch is large. These are bounds, not predictions: kernel
-launches, Python and framework overhead, dequantization and imperfect kernels only add
-time, and how much is what the book measures beside them.
+``FLOPs / peak``. Which one binds depends on the pass's arithmetic intensity (FLOPs per
+byte) against the device's ridge point (``peak / bandwidth``): each token in flight does
+two FLOPs per weight it multiplies, so a pass over few tokens (a decoding step, a short
+prompt) is bounded by the bytes, one over many tokens by the arithmetic. These are
+bounds, not predictions: kernel launches, Python and framework overhead, dequantization
+and imperfect kernels only add time, and the book measures how much beside them.
 
-Counted: the linear layers' multiply-adds (two FLOPs each) for the parameters a token
-uses (:func:`matmul_parameters`; the input embedding is a lookup), the
-attention's two products over the cached tokens, and the output layer for the tokens
-whose logits are computed (the last prompt token, then every new one, as ``generate``
-does). Bytes: the weights as stored (:func:`~llmbook.memory.estimate`; for a mixture of
-experts the experts a step touches, routing taken as uniform), the KV cache each step
-reads, and what a quantized layer's kernel adds (:data:`DEQUANT_EXTRA_BYTES`). Not
-counted: activations between layers (small beside the weights at these batches)."""
+Counted: the matrices' multiply-adds (two FLOPs each) for the weights a token uses
+(:func:`matmul_parameters`; the input embedding is a lookup), the attention's two
+products over the keys each new token sees, and the output layer for the tokens whose
+logits are computed (the last prompt token, then every new one, as ``generate`` does).
+Bytes: the weights as stored (:func:`~llmbook.memory.estimate`) but the input
+embedding, of which a pass reads only its tokens' rows; for a mixture of experts the
+experts a pass is expected to touch with uniform routing (an expectation: skewed routing
+touches fewer); and the KV cache a decoding step reads. Not counted, as it only adds
+time: activations between layers, and what quantized kernels do beyond reading their
+codes (bitsandbytes 0.50 multiplies 4-bit weights with fused kernels for few tokens and
+dequantizes to a 16-bit copy only for many, often in cache)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from .gpus import GPU_SPECS
 from .kv_cache import kv_cache_bytes, kv_layers
 from .shapes import _head_dim
 from .weights import EstimateError, estimate, expert_bytes
-
-#: What a quantized layer's kernel reads and writes beyond its stored weights, in bytes
-#: per weight, by how many tokens the layer multiplies at once (bitsandbytes 0.50,
-#: ``bitsandbytes/autograd/_functions.py``, ``matmul_4bit``): one token goes through
-#: ``gemv_4bit``, which reads the 4-bit codes where they are (nothing added); more tokens
-#: dequantize the whole weight to the compute dtype first, writing 2 bytes a weight and
-#: reading them back. LLM.int8() (``MatMul8bitLt``) multiplies the int8 weight in place;
-#: what it adds is per token (quantizing the activations, the outlier columns in fp16),
-#: not per weight.
-DEQUANT_EXTRA_BYTES = {"nf4": {1: 0, "more": 4}, "fp4": {1: 0, "more": 4}}
 
 
 @dataclass(frozen=True)
@@ -58,9 +50,10 @@ def gpu_device(gpu: str) -> Device:
     return Device(gpu, spec["bandwidth"], dict(spec["peak"]), spec["source"])
 
 
-#: What each way of loading computes its matrix products in, as a key of a device's
-#: ``peak``: bitsandbytes' int8 layers multiply int8 by int8 (LLM.int8(), with an fp16
-#: part for outliers); its 4-bit layers dequantize to their compute dtype (bf16 here).
+#: What each way of loading multiplies in, as a key of a device's ``peak``: bitsandbytes'
+#: int8 layers multiply int8 by int8 (LLM.int8(); outlier columns in fp16); its 4-bit
+#: layers, gpt-oss's MXFP4 experts and weight-only wrappers multiply in bf16. A device
+#: without that key is bounded by its fastest peak (:func:`compute_for`).
 COMPUTE = {
     "float32": "fp32",
     "float16": "fp16",
@@ -68,7 +61,19 @@ COMPUTE = {
     "int8": "int8",
     "nf4": "bf16",
     "fp4": "bf16",
+    "mxfp4": "bf16",
 }
+
+
+def compute_for(device: Device, dtype: str, quantization: str | None = None) -> str:
+    """The ``peak`` key a job computing in ``dtype`` (or ``quantization``'s kernels)
+    is bounded by on ``device``: :data:`COMPUTE`'s, or, for a type the device's sheet
+    does not list or a quantization not in :data:`COMPUTE`, its fastest (a time bound
+    may only err low)."""
+    key = COMPUTE.get(quantization or str(dtype).replace("torch.", ""))
+    if key in device.peak:
+        return key
+    return max(device.peak, key=device.peak.get)
 
 
 def matmul_parameters(config) -> tuple[int, int]:
@@ -92,79 +97,94 @@ def matmul_parameters(config) -> tuple[int, int]:
         for p in module.parameters(recurse=False):
             if p.dim() < 2 or p is embedding or module is model.get_output_embeddings():
                 continue
-            layers += (
-                p.numel() * min(chosen, p.shape[0]) // p.shape[0]
-                if experts
-                else p.numel()
-            )
+            share = min(chosen, p.shape[0]) / p.shape[0] if experts else 1
+            layers += round(p.numel() * share)
     return layers, head
+
+
+def _chunked_seen(past: int, tokens: int, chunk: int) -> int:
+    """Keys new tokens ``past .. past + tokens - 1`` see in chunked attention: token
+    ``p`` sees ``p mod chunk + 1``."""
+
+    def upto(n: int) -> int:  # sum of (p mod chunk + 1) for p < n
+        q, r = divmod(n, chunk)
+        return q * chunk * (chunk + 1) // 2 + r * (r + 1) // 2
+
+    return upto(past + tokens) - upto(past)
 
 
 def attention_flops(config, batch: int, tokens: int, past: int) -> int:
     """FLOPs of attention over the cache: four per attended key, head and head
     dimension (the scores, then the weighted values). Causal: new token ``i`` sees
-    ``past + i + 1`` keys in a full-attention layer, at most its window in a sliding or
-    chunked one; layers without attention (recurrent, convolution) add none here."""
+    ``past + i + 1`` keys in a full-attention layer, at most its window in a sliding
+    one, those of its own chunk in a chunked one; layers without attention (recurrent,
+    convolution) add none here."""
     heads, dim = config.num_attention_heads, _head_dim(config)
     total = 0
     for kind, window in kv_layers(config):
-        if kind not in ("full_attention", "sliding_attention", "chunked_attention"):
-            continue
         first = past + 1  # keys the first new token sees
-        if window and kind != "full_attention" and first + tokens - 1 > window:
+        if kind == "chunked_attention" and window:
+            seen = _chunked_seen(past, tokens, window)
+        elif kind == "sliding_attention" and window and first + tokens - 1 > window:
             n = max(0, min(tokens, window - first + 1))  # tokens under the window
             seen = n * first + n * (n - 1) // 2 + (tokens - n) * window
-        else:
+        elif kind in ("full_attention", "sliding_attention", "chunked_attention"):
             seen = tokens * first + tokens * (tokens - 1) // 2
+        else:
+            continue
         total += 4 * batch * heads * dim * seen
     return total
 
 
-def forward_flops(config, batch: int, tokens: int, past: int, logits: int) -> int:
+def forward_flops(
+    config, batch: int, tokens: int, past: int, logits: int, params=None
+) -> int:
     """FLOPs of one forward pass: ``batch`` sequences of ``tokens`` new tokens each,
     after ``past`` cached ones, computing logits for ``logits`` tokens of each: two per
-    multiply-add in the linear layers, and :func:`attention_flops`."""
-    layers, head = matmul_parameters(config)
+    multiply-add in the matrices (``params``: :func:`matmul_parameters`, computed if not
+    given), and :func:`attention_flops`."""
+    layers, head = params or matmul_parameters(config)
     flops = 2 * batch * (tokens * layers + logits * head)
     return flops + attention_flops(config, batch, tokens, past)
 
 
 @dataclass(frozen=True)
 class StoredWeights:
-    """What a pass reads of the weights, from :func:`estimate` once: ``total`` stored
-    bytes, the routed ``experts``' bytes and their ``chosen`` of ``experts_count`` per
-    token, and the ``quantized`` weights' count (for the dequantizing kernels)."""
+    """What a pass reads of the weights, from :func:`estimate` once: the stored bytes
+    but the input embedding's (``total``; a lookup reads ``row`` bytes a token), and
+    the routed ``experts``' bytes with their ``chosen`` of ``experts_count``."""
 
     total: int
+    row: int
     experts: int
     chosen: int
     experts_count: int
-    quantized: int
-    quantization: str | None
 
     @classmethod
-    def of(cls, config, dtype=None, quantization: str | None = None) -> StoredWeights:
-        est = estimate(config, dtype, quantization)
-        experts = expert_bytes(config, dtype, quantization)["experts"]
+    def of(
+        cls, config, dtype=None, quantization=None, double_quant=False
+    ) -> StoredWeights:
+        est = estimate(config, dtype, quantization, double_quant)
+        tied = getattr(config, "tie_word_embeddings", False)
+        lookup = [t for t in est.tensors if t.group == "embeddings"]
+        skipped = 0 if tied else sum(t.nbytes + t.constants_bytes for t in lookup)
+        row = sum(t.nbytes for t in lookup) // config.vocab_size
+        experts = expert_bytes(config, dtype, quantization, double_quant)["experts"]
         k = getattr(config, "num_experts_per_tok", None)
         k = k or getattr(config, "experts_per_token", None) or 0
         e = getattr(config, "num_local_experts", None)
         e = e or getattr(config, "num_experts", None) or 0
-        quantized = sum(math.prod(t.shape) for t in est.tensors if t.quantized)
-        return cls(est.total_bytes, experts, k, e, quantized, quantization)
+        return cls(est.total_bytes - skipped, row, experts, k, e)
 
     def read(self, tokens: int) -> int:
-        """Bytes a pass over ``tokens`` tokens at a time reads: everything for a dense
-        model; for a mixture of experts the rest plus the experts the tokens touch,
-        ``E (1 - (1 - k/E)^tokens)`` of each layer's ``E`` on average with uniform
-        routing; plus what dequantizing kernels add (:data:`DEQUANT_EXTRA_BYTES`)."""
-        total = self.total
+        """Bytes a pass over ``tokens`` tokens reads: the weights once, their
+        embedding rows, and, of a mixture of experts' routed experts, the share
+        ``1 - (1 - k/E)^tokens`` of each layer's that uniform routing is expected to
+        touch."""
+        total = self.total + tokens * self.row
         if self.experts:
             touched = 1 - (1 - self.chosen / self.experts_count) ** tokens
             total += round(self.experts * (touched - 1))
-        extra = DEQUANT_EXTRA_BYTES.get(self.quantization)
-        if extra:
-            total += self.quantized * extra[1 if tokens == 1 else "more"]
         return total
 
 
@@ -178,13 +198,19 @@ def roofline(
     dtype=None,
     quantization: str | None = None,
     kv_bytes: int = 2,
+    kv_quant: str | None = None,
+    double_quant: bool = False,
 ) -> dict:
     """Lower bounds on the prompt pass's time (``ttft_s``) and on a decoding step's
     (``step_s``) at ``context`` tokens (default: the prompt's), on ``device`` computing
-    in ``compute`` (a key of its ``peak``), and the tokens per second a step's bound
-    allows (``decode_tok_s``, for the batch). Each with what bounds it (``"memory"`` or
-    ``"compute"``), the FLOPs and bytes behind it, and ``critical_batch``: the smallest
-    power-of-two batch from which decoding at this context is bounded by arithmetic."""
+    in ``compute`` (a key of its ``peak``; :func:`compute_for` picks it), and the tokens
+    per second a step's bound allows (``decode_tok_s``, for the batch). Each with what
+    bounds it (``"memory"`` or ``"compute"``) and the FLOPs and bytes behind it; the
+    device's ``ridge`` (FLOPs per byte where the two bounds meet) and
+    ``critical_batch``: the smallest power-of-two batch at which a decoding step at
+    this context is bounded by arithmetic (None: never, the cache's bytes grow as fast).
+    The cache is read as decoding keeps it: sliding layers their window; ``kv_bytes``
+    a value, or ``kv_quant`` (:func:`kv_cache_bytes`)."""
     if compute not in device.peak:
         raise EstimateError(
             f"{device.name} has no {compute} peak; choose one of {', '.join(device.peak)}"
@@ -193,19 +219,22 @@ def roofline(
         raise EstimateError("batch and prompt must be at least 1")
     context = context or prompt
     peak, bw = device.peak[compute], device.bandwidth
-    weights = StoredWeights.of(config, dtype, quantization)
-    p_flops = forward_flops(config, batch, prompt, 0, 1)
+    weights = StoredWeights.of(config, dtype, quantization, double_quant)
+    params = matmul_parameters(config)
+    p_flops = forward_flops(config, batch, prompt, 0, 1, params)
     p_bytes = weights.read(batch * prompt)
 
     def step(b: int) -> tuple[int, int]:
-        nbytes = weights.read(b) + kv_cache_bytes(config, b, context, kv_bytes)
-        return forward_flops(config, b, 1, context, 1), nbytes
+        cache = kv_cache_bytes(config, b, context, kv_bytes, "window", kv_quant)
+        return forward_flops(config, b, 1, context, 1, params), weights.read(b) + cache
 
     s_flops, s_bytes = step(batch)
-    critical = next(
-        (b for b in (2**i for i in range(20)) if step(b)[0] / peak >= step(b)[1] / bw),
-        None,
-    )
+    critical = None
+    for b in (2**i for i in range(20)):
+        flops, nbytes = step(b)
+        if flops / peak >= nbytes / bw:
+            critical = b
+            break
     ttft = max(p_flops / peak, p_bytes / bw)
     step_s = max(s_flops / peak, s_bytes / bw)
     return dict(
@@ -219,4 +248,5 @@ def roofline(
         step_bytes=s_bytes,
         decode_tok_s=batch / step_s,
         critical_batch=critical,
+        ridge=peak / bw,
     )

@@ -285,3 +285,25 @@ test("serving refuses what vLLM's budget does not model, in one sentence", () =>
     width: 2, double_quant: false }));
   assert.throws(() => W.requestsThatFit(oss.config, b, 1000, 100, 500), /full attention only/);
 });
+
+test("the roofline's bounds equal llmbook.memory.roofline's", () => {
+  assert.ok(V.roofline.length >= 50);
+  const close = (a, b) => Math.abs(a - b) <= 1e-9 * Math.max(Math.abs(a), Math.abs(b));
+  const failures = [];
+  for (const row of V.roofline) {
+    const o = row.options;
+    const gpu = V.gpus.gpus.find((g) => g.name === o.gpu);
+    assert.equal(W.computeFor(gpu, o.width === 4 ? "float32" : "bfloat16", o.quantization), o.compute);
+    const got = W.roofline(row.config, gpu, o.compute, o.batch, o.prompt, o.context, o.width, o.quantization,
+      o.kv_bytes, o.kv_quant, o.double_quant);
+    for (const [k, want] of Object.entries(row.bounds)) {
+      const ok = typeof want === "number" ? close(got[k], want) : got[k] === want;
+      if (!ok) failures.push(`${row.name} ${JSON.stringify(o)} ${k}: ${got[k]} vs ${want}`);
+    }
+  }
+  assert.deepEqual(failures.slice(0, 5), []);
+  assert.ok(V.roofline.some((r) => r.bounds.step_bound === "compute"));
+  assert.ok(V.roofline.some((r) => r.bounds.critical_batch === null));
+  assert.throws(() => W.roofline(V.roofline[0].config, { name: "x", peak: {}, bandwidth: 1 }, "bf16", 1, 1),
+    /no bf16 peak/);
+});

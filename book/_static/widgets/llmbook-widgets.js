@@ -21,7 +21,7 @@
  */
 (function (root) {
   "use strict";
-  const PARTS = ["floats.js", "memory/shapes.js", "memory/weights.js", "memory/kv_cache.js", "memory/activations.js", "memory/optimizers.js", "memory/training.js", "memory/steps.js", "memory/sharding.js", "memory/gpus.js", "memory/serving.js", "ui.js", "float-explorer.js", "memory-calculator.js"];
+  const PARTS = ["floats.js", "memory/shapes.js", "memory/weights.js", "memory/kv_cache.js", "memory/activations.js", "memory/optimizers.js", "memory/training.js", "memory/steps.js", "memory/sharding.js", "memory/gpus.js", "memory/serving.js", "memory/speed.js", "ui.js", "float-explorer.js", "memory-calculator.js"];
   if (typeof module === "object" && module.exports) {
     for (const part of PARTS) require("./" + part);
     module.exports = require("./namespace.js");

@@ -5,8 +5,8 @@
  */
 (function (W) {
   "use strict";
-  const { el, fitsOn, largest, offloadedBytes, parameters, requestsThatFit, servingBudget, shardedPhases,
-    stepPhases } = W;
+  const { computeFor, el, fitsOn, largest, offloadedBytes, parameters, requestsThatFit, roofline, servingBudget,
+    shardedPhases, stepPhases } = W;
 
   const PART_LABELS = { weights: "weights", kv_cache: "KV cache", activations: "activations", gradients: "gradients",
     master_weights: "fp32 master weights", optimizer: "optimizer states", adapter: "LoRA adapter",
@@ -354,6 +354,7 @@
           el("td", { class: "llmb-bytes", text: v.toLocaleString("en-US") })]));
       }
       out.appendChild(t);
+      if (recipe.value === "inference" && fits.length) more.appendChild(speedTable(c, job, fits));
       if (recipe.value !== "inference") { // every moment of the step, the peak marked
         const m = el("table", { class: "llmb-table llmb-moments" });
         m.appendChild(el("caption", { text: "The step, moment by moment (in order): the memory alive at each" }));
@@ -388,6 +389,31 @@
       }
       more.appendChild(links({ settings: Object.fromEntries(stateOf()), peak_moment: moment, peak_bytes: live,
         moments_bytes: phases, fits_on: fits }, rows));
+    }
+
+    /** At best, on each GPU the inference job fits: the roofline's bounds (llmbook.memory.roofline,
+     * the command line's "at best" lines), from each GPU's data sheet. */
+    function speedTable(c, job, fits) {
+      const width = job.dtype === "float32" ? 4 : 2;
+      const g = el("table", { class: "llmb-table llmb-speed" });
+      g.appendChild(el("caption", { text: "At best (a roofline: bounds from each GPU's data sheet, not " +
+        "predictions): the prompt of " + job.context.toLocaleString("en-US") + " tokens, then decoding there" }));
+      g.appendChild(el("tr", {}, ["GPU", "first token, at least (ms)", "decoding, at most (tokens/s)",
+        "bounded by"].map((h) => el("th", { scope: "col", text: h }))));
+      for (const gpu of gpuData.gpus.filter((x) => fits.indexOf(x.name) >= 0)) {
+        const compute = computeFor(gpu, job.dtype, job.quantization);
+        let b;
+        try {
+          b = roofline(c, gpu, compute, job.batch, job.context, null, width, job.quantization, width,
+            job.kv_quant, job.double_quant);
+        } catch (e) { return el("p", { class: "llmb-note", text: "No speed bound: " + e.message }); }
+        g.appendChild(el("tr", { "data-gpu": gpu.name, "data-decode": String(b.decode_tok_s) }, [
+          el("th", { scope: "row", text: gpu.name, title: gpu.speed_source }),
+          el("td", { text: (1e3 * b.ttft_s).toFixed(2) }),
+          el("td", { text: Math.round(b.decode_tok_s).toLocaleString("en-US") }),
+          el("td", { text: b.step_bound + " (" + compute + ")" })]));
+      }
+      return g;
     }
 
     /** Serving: vLLM's budget on the chosen GPU, the requests that fit, and every GPU at a glance

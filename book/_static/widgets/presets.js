@@ -65,7 +65,7 @@ window.LLMBookPresets = {
   "tie_word_embeddings": false
  }
 };
-window.LLMBookModelPresets = {"gpt-oss-20b": {"model_type": "gpt_oss", "hidden_size": 2880, "intermediate_size": 2880, "num_hidden_layers": 24, "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64, "sliding_window": 128, "vocab_size": 201088, "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention"], "hub_id": "openai/gpt-oss-20b", "n_parameters": 20914757184, "active_parameters": 4187440704, "weight_bytes": {"2||": 41829514624, "4||": 83659028992, "2|int8|": 41193272704, "2|nf4|": 40913819008, "2|nf4|dq": 40884213376, "4|int8|": 81748767232, "4|nf4|": 81469313536, "4|nf4|dq": 81439707904, "2|mxfp4|": 13761265024}, "published_quantization": "mxfp4"}, "gpt-oss-120b": {"model_type": "gpt_oss", "hidden_size": 2880, "intermediate_size": 2880, "num_hidden_layers": 36, "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64, "sliding_window": 128, "vocab_size": 201088, "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention"], "hub_id": "openai/gpt-oss-120b", "n_parameters": 116829156672, "active_parameters": 5711982912, "weight_bytes": {"2||": 233658313600, "4||": 467316626944, "2|int8|": 232703950720, "2|nf4|": 232284770176, "2|nf4|dq": 232240361728, "4|int8|": 464451234304, "4|nf4|": 464032053760, "4|nf4|dq": 463987645312, "2|mxfp4|": 65248816000}, "published_quantization": "mxfp4"}, "Mixtral-8x7B": {"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000, "layer_types": ["full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention"], "hub_id": "mistralai/Mixtral-8x7B-v0.1", "n_parameters": 46702792704, "active_parameters": 12879925248, "weight_bytes": {"2||": 93405585920, "4||": 186811171328, "2|int8|": 92064719360, "2|nf4|": 91476214272, "2|nf4|dq": 91413758976, "4|int8|": 182785950208, "4|nf4|": 182197445120, "4|nf4|dq": 182134989824}}, "Qwen3-30B-A3B": {"model_type": "qwen3_moe", "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "vocab_size": 151936, "layer_types": ["full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention"], "hub_id": "Qwen/Qwen3-30B-A3B", "n_parameters": 30532122624, "active_parameters": 3353032704, "weight_bytes": {"2||": 61064245760, "4||": 122128491008, "2|int8|": 60159652352, "2|nf4|": 59761926656, "2|nf4|dq": 59719877888, "4|int8|": 119411958272, "4|nf4|": 119014232576, "4|nf4|dq": 118972183808}}, "DeepSeek-V3": {"model_type": "deepseek_v3", "hidden_size": 7168, "intermediate_size": 18432, "num_hidden_layers": 61, "num_attention_heads": 128, "num_key_value_heads": 128, "head_dim": 64, "v_head_dim": 128, "kv_lora_rank": 512, "qk_rope_head_dim": 64, "vocab_size": 129280, "layer_types": ["full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention"], "hub_id": "deepseek-ai/DeepSeek-V3", "n_parameters": 671026404352, "active_parameters": 37552282624, "weight_bytes": {"2||": 1342265729280, "4||": 2684105677056, "2|int8|": 1327128288768, "2|nf4|": 1320477805312, "2|nf4|dq": 1319771530576, "4|int8|": 2638654559744, "4|nf4|": 2632004076288, "4|nf4|dq": 2631297801552}}, "Llama-4-Scout": {"model_type": "llama4_text", "hidden_size": 5120, "intermediate_size": 8192, "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128, "attention_chunk_size": 8192, "vocab_size": 202048, "layer_types": ["chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention"], "hub_id": "meta-llama/Llama-4-Scout-17B-16E", "n_parameters": 107769861120, "active_parameters": 17172894720, "weight_bytes": {"2||": 215539722752, "4||": 431079444992, "2|int8|": 206486514176, "2|nf4|": 202516430336, "2|nf4|dq": 202094314304, "4|int8|": 403906843136, "4|nf4|": 399936759296, "4|nf4|dq": 399514643264}}, "Qwen3-Next-80B-A3B": {"model_type": "qwen3_next", "hidden_size": 2048, "intermediate_size": 5120, "num_hidden_layers": 48, "num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 256, "vocab_size": 151936, "layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention"], "hub_id": "Qwen/Qwen3-Next-80B-A3B-Instruct", "n_parameters": 79674391296, "active_parameters": 3874929408, "weight_bytes": {"2||": 159348782848, "4||": 318697565440, "2|int8|": 157661060032, "2|nf4|": 156918097408, "2|nf4|dq": 156839605936, "4|int8|": 313627988416, "4|nf4|": 312885025792, "4|nf4|dq": 312806534320}, "state_bytes": {"bfloat16": [2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0], "float32": [2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0]}}, "Jamba-v0.1": {"model_type": "jamba", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 65536, "layer_types": ["linear_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention"], "hub_id": "ai21labs/Jamba-v0.1", "n_parameters": 51570323328, "active_parameters": 12110311296, "weight_bytes": {"2||": 103140646656, "4||": 206281293312, "2|int8|": 97216453888, "2|nf4|": 94616718080, "2|nf4|dq": 94340392128, "4|int8|": 188497705984, "4|nf4|": 185897970176, "4|nf4|dq": 185621644224}, "state_bytes": {"bfloat16": [589824, 589824, 589824, 589824, 0, 589824, 589824, 589824, 589824, 589824, 589824, 589824, 0, 589824, 589824, 589824, 589824, 589824, 589824, 589824, 0, 589824, 589824, 589824, 589824, 589824, 589824, 589824, 0, 589824, 589824, 589824], "float32": [655360, 655360, 655360, 655360, 0, 655360, 655360, 655360, 655360, 655360, 655360, 655360, 0, 655360, 655360, 655360, 655360, 655360, 655360, 655360, 0, 655360, 655360, 655360, 655360, 655360, 655360, 655360, 0, 655360, 655360, 655360]}}};
+window.LLMBookModelPresets = {"gpt-oss-20b": {"model_type": "gpt_oss", "hidden_size": 2880, "intermediate_size": 2880, "num_hidden_layers": 24, "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64, "sliding_window": 128, "vocab_size": 201088, "num_experts_per_tok": 4, "num_local_experts": 32, "num_experts": 32, "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention"], "hub_id": "openai/gpt-oss-20b", "n_parameters": 20914757184, "matmul_parameters": [3028838400, 579133440], "active_parameters": 4187440704, "weight_bytes": {"2||": 41829514624, "4||": 83659028992, "2|int8|": 41193272704, "2|nf4|": 40913819008, "2|nf4|dq": 40884213376, "4|int8|": 81748767232, "4|nf4|": 81469313536, "4|nf4|dq": 81439707904, "2|mxfp4|": 13761265024}, "expert_bytes": {"2||": 38233866240, "4||": 76467732480, "2|int8|": 38233866240, "2|nf4|": 38233866240, "2|nf4|dq": 38233866240, "4|int8|": 76467732480, "4|nf4|": 76467732480, "4|nf4|dq": 76467732480, "2|mxfp4|": 10165616640}, "published_quantization": "mxfp4"}, "gpt-oss-120b": {"model_type": "gpt_oss", "hidden_size": 2880, "intermediate_size": 2880, "num_hidden_layers": 36, "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64, "sliding_window": 128, "vocab_size": 201088, "num_experts_per_tok": 4, "num_local_experts": 128, "num_experts": 128, "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention"], "hub_id": "openai/gpt-oss-120b", "n_parameters": 116829156672, "matmul_parameters": [4553210880, 579133440], "active_parameters": 5711982912, "weight_bytes": {"2||": 233658313600, "4||": 467316626944, "2|int8|": 232703950720, "2|nf4|": 232284770176, "2|nf4|dq": 232240361728, "4|int8|": 464451234304, "4|nf4|": 464032053760, "4|nf4|dq": 463987645312, "2|mxfp4|": 65248816000}, "expert_bytes": {"2||": 229403197440, "4||": 458806394880, "2|int8|": 229403197440, "2|nf4|": 229403197440, "2|nf4|dq": 229403197440, "4|int8|": 458806394880, "4|nf4|": 458806394880, "4|nf4|dq": 458806394880, "2|mxfp4|": 60993699840}, "published_quantization": "mxfp4"}, "Mixtral-8x7B": {"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000, "num_experts_per_tok": 2, "num_local_experts": 8, "num_experts": 8, "layer_types": ["full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention"], "hub_id": "mistralai/Mixtral-8x7B-v0.1", "n_parameters": 46702792704, "matmul_parameters": [12617515008, 131072000], "active_parameters": 12879925248, "weight_bytes": {"2||": 93405585920, "4||": 186811171328, "2|int8|": 92064719360, "2|nf4|": 91476214272, "2|nf4|dq": 91413758976, "4|int8|": 182785950208, "4|nf4|": 182197445120, "4|nf4|dq": 182134989824}, "expert_bytes": {"2||": 90194313216, "4||": 180388626432, "2|int8|": 90194313216, "2|nf4|": 90194313216, "2|nf4|dq": 90194313216, "4|int8|": 180388626432, "4|nf4|": 180388626432, "4|nf4|dq": 180388626432}}, "Qwen3-30B-A3B": {"model_type": "qwen3_moe", "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "vocab_size": 151936, "num_experts_per_tok": 8, "num_local_experts": 128, "num_experts": 128, "layer_types": ["full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention"], "hub_id": "Qwen/Qwen3-30B-A3B", "n_parameters": 30532122624, "matmul_parameters": [2730491904, 311164928], "active_parameters": 3353032704, "weight_bytes": {"2||": 61064245760, "4||": 122128491008, "2|int8|": 60159652352, "2|nf4|": 59761926656, "2|nf4|dq": 59719877888, "4|int8|": 119411958272, "4|nf4|": 119014232576, "4|nf4|dq": 118972183808}, "expert_bytes": {"2||": 57982058496, "4||": 115964116992, "2|int8|": 57982058496, "2|nf4|": 57982058496, "2|nf4|dq": 57982058496, "4|int8|": 115964116992, "4|nf4|": 115964116992, "4|nf4|dq": 115964116992}}, "DeepSeek-V3": {"model_type": "deepseek_v3", "hidden_size": 7168, "intermediate_size": 18432, "num_hidden_layers": 61, "num_attention_heads": 128, "num_key_value_heads": 128, "head_dim": 64, "v_head_dim": 128, "kv_lora_rank": 512, "qk_rope_head_dim": 64, "vocab_size": 129280, "num_experts_per_tok": 8, "num_local_experts": 256, "layer_types": ["full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention", "full_attention"], "hub_id": "deepseek-ai/DeepSeek-V3", "n_parameters": 671026404352, "matmul_parameters": [35697917952, 926679040], "active_parameters": 37552282624, "weight_bytes": {"2||": 1342265729280, "4||": 2684105677056, "2|int8|": 1327128288768, "2|nf4|": 1320477805312, "2|nf4|dq": 1319771530576, "4|int8|": 2638654559744, "4|nf4|": 2632004076288, "4|nf4|dq": 2631297801552}, "expert_bytes": {"2||": 1307817541632, "4||": 2615635083264, "2|int8|": 1307817541632, "2|nf4|": 1307817541632, "2|nf4|dq": 1307817541632, "4|int8|": 2615635083264, "4|nf4|": 2615635083264, "4|nf4|dq": 2615635083264}}, "Llama-4-Scout": {"model_type": "llama4_text", "hidden_size": 5120, "intermediate_size": 8192, "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128, "attention_chunk_size": 8192, "vocab_size": 202048, "num_experts_per_tok": 1, "num_local_experts": 16, "layer_types": ["chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention", "chunked_attention", "chunked_attention", "chunked_attention", "full_attention"], "hub_id": "meta-llama/Llama-4-Scout-17B-16E", "n_parameters": 107769861120, "matmul_parameters": [15103426560, 1034485760], "active_parameters": 17172894720, "weight_bytes": {"2||": 215539722752, "4||": 431079444992, "2|int8|": 206486514176, "2|nf4|": 202516430336, "2|nf4|dq": 202094314304, "4|int8|": 403906843136, "4|nf4|": 399936759296, "4|nf4|dq": 399514643264}, "expert_bytes": {"2||": 193273528320, "4||": 386547056640, "2|int8|": 193273528320, "2|nf4|": 193273528320, "2|nf4|dq": 193273528320, "4|int8|": 386547056640, "4|nf4|": 386547056640, "4|nf4|dq": 386547056640}}, "Qwen3-Next-80B-A3B": {"model_type": "qwen3_next", "hidden_size": 2048, "intermediate_size": 5120, "num_hidden_layers": 48, "num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 256, "vocab_size": 151936, "num_experts_per_tok": 10, "num_experts": 512, "layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention"], "hub_id": "Qwen/Qwen3-Next-80B-A3B-Instruct", "n_parameters": 79674391296, "matmul_parameters": [3252387840, 311164928], "active_parameters": 3874929408, "weight_bytes": {"2||": 159348782848, "4||": 318697565440, "2|int8|": 157661060032, "2|nf4|": 156918097408, "2|nf4|dq": 156839605936, "4|int8|": 313627988416, "4|nf4|": 312885025792, "4|nf4|dq": 312806534320}, "expert_bytes": {"2||": 154618822656, "4||": 309237645312, "2|int8|": 154618822656, "2|nf4|": 154618822656, "2|nf4|dq": 154618822656, "4|int8|": 309237645312, "4|nf4|": 309237645312, "4|nf4|dq": 309237645312}, "state_bytes": {"bfloat16": [2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0, 2162688, 2162688, 2162688, 0], "float32": [2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0, 2228224, 2228224, 2228224, 0]}}, "Jamba-v0.1": {"model_type": "jamba", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 65536, "num_experts_per_tok": 2, "num_local_experts": 16, "num_experts": 16, "layer_types": ["linear_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "linear_attention", "full_attention", "linear_attention", "linear_attention", "linear_attention"], "hub_id": "ai21labs/Jamba-v0.1", "n_parameters": 51570323328, "matmul_parameters": [11572477952, 268435456], "active_parameters": 12110311296, "weight_bytes": {"2||": 103140646656, "4||": 206281293312, "2|int8|": 97216453888, "2|nf4|": 94616718080, "2|nf4|dq": 94340392128, "4|int8|": 188497705984, "4|nf4|": 185897970176, "4|nf4|dq": 185621644224}, "expert_bytes": {"2||": 90194313216, "4||": 180388626432, "2|int8|": 90194313216, "2|nf4|": 90194313216, "2|nf4|dq": 90194313216, "4|int8|": 180388626432, "4|nf4|": 180388626432, "4|nf4|dq": 180388626432}, "state_bytes": {"bfloat16": [589824, 589824, 589824, 589824, 0, 589824, 589824, 589824, 589824, 589824, 589824, 589824, 0, 589824, 589824, 589824, 589824, 589824, 589824, 589824, 0, 589824, 589824, 589824, 589824, 589824, 589824, 589824, 0, 589824, 589824, 589824], "float32": [655360, 655360, 655360, 655360, 0, 655360, 655360, 655360, 655360, 655360, 655360, 655360, 0, 655360, 655360, 655360, 655360, 655360, 655360, 655360, 0, 655360, 655360, 655360, 655360, 655360, 655360, 655360, 0, 655360, 655360, 655360]}}};
 window.LLMBookGPUs = {
  "cuda_reserve_bytes": 1073741824,
  "allocator_slack": 0.05,
@@ -94,79 +94,197 @@ window.LLMBookGPUs = {
    "name": "T4",
    "total_mib": 15360,
    "usable_bytes": 14280766259,
-   "source": "nvidia-smi (Colab's free GPU), modal-labs/modal-client pull request 2797"
+   "source": "nvidia-smi (Colab's free GPU), modal-labs/modal-client pull request 2797",
+   "bandwidth": 320000000000.0,
+   "peak": {
+    "fp32": 8100000000000.0,
+    "fp16": 65000000000000.0,
+    "int8": 130000000000000.0
+   },
+   "speed_source": "nvidia.com t4-tensor-core-datasheet-951643.pdf (its 300 GB/s rounds down 256-bit GDDR6 at 10 Gb/s: 320)"
   },
   {
    "name": "L4",
    "total_mib": 23034,
    "usable_bytes": 21925199872,
-   "source": "nvidia-smi, modal-labs/modal-client pull request 2797"
+   "source": "nvidia-smi, modal-labs/modal-client pull request 2797",
+   "bandwidth": 300000000000.0,
+   "peak": {
+    "fp32": 30300000000000.0,
+    "tf32": 60000000000000.0,
+    "bf16": 121000000000000.0,
+    "fp16": 121000000000000.0,
+    "fp8": 242500000000000.0,
+    "int8": 242500000000000.0
+   },
+   "speed_source": "nvidia.com/en-us/data-center/l4 (sparse figures halved)"
   },
   {
    "name": "A10",
    "total_mib": 23028,
    "usable_bytes": 21919222988,
-   "source": "nvidia-smi, modal-labs/modal-client pull request 2797"
+   "source": "nvidia-smi, modal-labs/modal-client pull request 2797",
+   "bandwidth": 600000000000.0,
+   "peak": {
+    "fp32": 31200000000000.0,
+    "tf32": 62500000000000.0,
+    "bf16": 125000000000000.0,
+    "int8": 250000000000000.0
+   },
+   "speed_source": "resources.nvidia.com a10-datasheet-nvidia"
   },
   {
    "name": "RTX 4090",
    "total_mib": 24564,
    "usable_bytes": 23449305088,
-   "source": "nvidia-smi, RLinf/RLinf issue 255"
+   "source": "nvidia-smi, RLinf/RLinf issue 255",
+   "bandwidth": 1008000000000.0,
+   "peak": {
+    "fp32": 82600000000000.0,
+    "tf32": 82600000000000.0,
+    "bf16": 165200000000000.0,
+    "fp16": 165200000000000.0,
+    "fp8": 330300000000000.0,
+    "int8": 660600000000000.0
+   },
+   "speed_source": "NVIDIA Ada GPU architecture whitepaper v2.02, appendix A"
   },
   {
    "name": "RTX 3090",
    "total_mib": 24576,
    "usable_bytes": 23461258854,
-   "source": "nvidia-smi, noonghunna/club-3090 issue 741"
+   "source": "nvidia-smi, noonghunna/club-3090 issue 741",
+   "bandwidth": 936000000000.0,
+   "peak": {
+    "fp32": 35600000000000.0,
+    "bf16": 71000000000000.0,
+    "fp16": 71000000000000.0
+   },
+   "speed_source": "NVIDIA Ampere GA102 GPU architecture whitepaper"
   },
   {
    "name": "RTX 5090",
    "total_mib": 32607,
    "usable_bytes": 31461317017,
-   "source": "nvidia-smi, noonghunna/club-3090 issue 741"
+   "source": "nvidia-smi, noonghunna/club-3090 issue 741",
+   "bandwidth": 1792000000000.0,
+   "peak": {
+    "bf16": 209500000000000.0,
+    "fp8": 419000000000000.0,
+    "fp4": 1676000000000000.0
+   },
+   "speed_source": "NVIDIA RTX Blackwell GPU architecture whitepaper, table 3"
   },
   {
    "name": "A100 40GB",
    "total_mib": 40960,
    "usable_bytes": 39782134579,
-   "source": "nvidia-smi, modal-labs/modal-client pull request 2797"
+   "source": "nvidia-smi, modal-labs/modal-client pull request 2797",
+   "bandwidth": 1555000000000.0,
+   "peak": {
+    "fp32": 19500000000000.0,
+    "tf32": 156000000000000.0,
+    "bf16": 312000000000000.0,
+    "fp16": 312000000000000.0,
+    "int8": 624000000000000.0
+   },
+   "speed_source": "developer.nvidia.com/blog/nvidia-ampere-architecture-in-depth, table 3"
   },
   {
    "name": "L40S",
    "total_mib": 46068,
    "usable_bytes": 44870454476,
-   "source": "nvidia-smi, modal-labs/modal-client pull request 2797"
+   "source": "nvidia-smi, modal-labs/modal-client pull request 2797",
+   "bandwidth": 864000000000.0,
+   "peak": {
+    "fp32": 91600000000000.0,
+    "tf32": 183000000000000.0,
+    "bf16": 362050000000000.0,
+    "fp16": 362050000000000.0,
+    "fp8": 733000000000000.0,
+    "int8": 733000000000000.0
+   },
+   "speed_source": "NVIDIA L40S data sheet"
   },
   {
    "name": "H100 80GB",
    "total_mib": 81559,
    "usable_bytes": 80224714752,
-   "source": "nvidia-smi, modal-labs/modal-client pull request 2797"
+   "source": "nvidia-smi, modal-labs/modal-client pull request 2797",
+   "bandwidth": 3350000000000.0,
+   "peak": {
+    "fp32": 67000000000000.0,
+    "tf32": 494500000000000.0,
+    "bf16": 989500000000000.0,
+    "fp16": 989500000000000.0,
+    "fp8": 1979000000000000.0,
+    "int8": 1979000000000000.0
+   },
+   "speed_source": "nvidia.com/en-us/data-center/h100 (SXM; sparse figures halved)"
   },
   {
    "name": "A100 80GB",
    "total_mib": 81920,
    "usable_bytes": 80584323891,
-   "source": "nvidia-smi, modal-labs/modal-client pull request 2797"
+   "source": "nvidia-smi, modal-labs/modal-client pull request 2797",
+   "bandwidth": 2039000000000.0,
+   "peak": {
+    "fp32": 19500000000000.0,
+    "tf32": 156000000000000.0,
+    "bf16": 312000000000000.0,
+    "fp16": 312000000000000.0,
+    "int8": 624000000000000.0
+   },
+   "speed_source": "nvidia.com a100-80gb-datasheet-update (SXM)"
   },
   {
    "name": "H200",
    "total_mib": 143771,
    "usable_bytes": 142197024358,
-   "source": "nvidia-smi on this book's GPU machine, 2026-11-28 (book/data/device_build.json)"
+   "source": "nvidia-smi on this book's GPU machine, 2026-11-28 (book/data/device_build.json)",
+   "bandwidth": 4800000000000.0,
+   "peak": {
+    "fp32": 67000000000000.0,
+    "tf32": 494500000000000.0,
+    "bf16": 989500000000000.0,
+    "fp16": 989500000000000.0,
+    "fp8": 1979000000000000.0,
+    "int8": 1979000000000000.0
+   },
+   "speed_source": "nvidia.com/en-us/data-center/h200 (SXM; sparse figures halved)"
   },
   {
    "name": "B200",
    "total_mib": 183359,
    "usable_bytes": 181632499712,
-   "source": "nvidia-smi, NVIDIA/TensorRT-LLM issue 10278"
+   "source": "nvidia-smi, NVIDIA/TensorRT-LLM issue 10278",
+   "bandwidth": 7700000000000.0,
+   "peak": {
+    "fp32": 75000000000000.0,
+    "tf32": 1100000000000000.0,
+    "bf16": 2250000000000000.0,
+    "fp16": 2250000000000000.0,
+    "fp8": 4500000000000000.0,
+    "int8": 4500000000000000.0,
+    "fp4": 9000000000000000.0
+   },
+   "speed_source": "NVIDIA HGX B200 data sheet (sparse figures halved)"
   },
   {
    "name": "MI300X",
    "total_mib": 196592,
    "usable_bytes": 194814515609,
-   "source": "rocm-smi 'VRAM Total Memory (B): 206141652992', ROCm/legacy-rocm-build issue 4750"
+   "source": "rocm-smi 'VRAM Total Memory (B): 206141652992', ROCm/legacy-rocm-build issue 4750",
+   "bandwidth": 5300000000000.0,
+   "peak": {
+    "fp32": 163400000000000.0,
+    "tf32": 653700000000000.0,
+    "bf16": 1307400000000000.0,
+    "fp16": 1307400000000000.0,
+    "fp8": 2614900000000000.0,
+    "int8": 2614900000000000.0
+   },
+   "speed_source": "rocm.docs.amd.com conceptual/gpu-arch/mi300"
   }
  ]
 };
