@@ -79,6 +79,12 @@ PCIE_GBPS = {"PCIe 4.0 x16": 31.5, "PCIe 5.0 x16": 63.0}
 #: sheet, with its address). A type a GPU lacks, or that no vendor source gave, is left
 #: out. H100 and H200: the SXM boards (H100 PCIe: 2.0 TB/s, three quarters the peaks).
 #: A bound may only err low: where sources differ, the higher figure is taken.
+#: One chip, one table: the H100 and H200 (SXM) share Hopper's peaks, the A100 boards
+#: Ampere's; they differ in memory.
+_HOPPER = dict(
+    fp32=67e12, tf32=494.5e12, bf16=989.5e12, fp16=989.5e12, fp8=1979e12, int8=1979e12
+)
+_A100 = dict(fp32=19.5e12, tf32=156e12, bf16=312e12, fp16=312e12, int8=624e12)
 GPU_SPECS: dict[str, dict] = {
     "T4": dict(
         bandwidth=320e9,
@@ -133,7 +139,7 @@ GPU_SPECS: dict[str, dict] = {
     ),
     "A100 40GB": dict(
         bandwidth=1555e9,
-        peak=dict(fp32=19.5e12, tf32=156e12, bf16=312e12, fp16=312e12, int8=624e12),
+        peak=_A100,
         kind="vendor",
         source="developer.nvidia.com/blog/nvidia-ampere-architecture-in-depth, table 3",
     ),
@@ -152,33 +158,19 @@ GPU_SPECS: dict[str, dict] = {
     ),
     "H100 80GB": dict(
         bandwidth=3.35e12,
-        peak=dict(
-            fp32=67e12,
-            tf32=494.5e12,
-            bf16=989.5e12,
-            fp16=989.5e12,
-            fp8=1979e12,
-            int8=1979e12,
-        ),
+        peak=_HOPPER,
         kind="quoted",
         source="nvidia.com/en-us/data-center/h100 (SXM; sparse figures halved)",
     ),
     "A100 80GB": dict(
         bandwidth=2039e9,
-        peak=dict(fp32=19.5e12, tf32=156e12, bf16=312e12, fp16=312e12, int8=624e12),
+        peak=_A100,
         kind="quoted",
         source="nvidia.com a100-80gb-datasheet-update (SXM)",
     ),
     "H200": dict(
         bandwidth=4.8e12,
-        peak=dict(
-            fp32=67e12,
-            tf32=494.5e12,
-            bf16=989.5e12,
-            fp16=989.5e12,
-            fp8=1979e12,
-            int8=1979e12,
-        ),
+        peak=_HOPPER,
         kind="quoted",
         source="nvidia.com/en-us/data-center/h200 (SXM; sparse figures halved)",
     ),

@@ -233,9 +233,10 @@ def requests_that_fit(
     tokens = prompt + answer
     shared = 0
     if shared_prefix >= budget.block_tokens:
-        if any(kind != "full_attention" for kind, _, _ in cache_groups(config)):
+        groups = cache_groups(config)
+        if any(kind != "full_attention" for kind, _, _ in groups):
             raise EstimateError("prefix sharing is modelled for full attention only")
-        shared = shared_prefix // budget.block_tokens * len(cache_groups(config))
+        shared = shared_prefix // budget.block_tokens * len(groups)
     need = request_blocks(config, tokens, budget.block_tokens, budget.step_tokens)
     each = need - shared
     fit = max(budget.blocks - shared, 0) // each if budget.blocks >= need else 0
