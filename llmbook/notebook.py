@@ -7,6 +7,9 @@ library logs, the requirements the chapter declares, and the environment, printe
 runtime without it (a fresh Colab), it prints ``name = value`` instead, so a reader can
 match the ``{glue:text}`name``` placeholders in the prose with the numbers of their run.
 
+:func:`scratch_dir` gives a page a folder for the files it writes, removed when the
+kernel exits, so building the book leaves nothing behind in the temporary directory.
+
 :func:`show_source` prints a function's code on the page, for mechanisms that live in
 ``llmbook`` because the command-line tools and the calculator use them too.
 """
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 #: Warnings that say nothing to a reader of this book (each with where it comes from).
@@ -74,3 +79,16 @@ def show_source(obj: Any) -> None:
     """Print the source code of ``obj`` (a function or class), with where it lives."""
     print(f"# {obj.__module__}.{obj.__qualname__}")
     print(inspect.getsource(obj))
+
+
+#: The folders :func:`scratch_dir` made: kept alive here until the process exits.
+_SCRATCH: list[tempfile.TemporaryDirectory] = []
+
+
+def scratch_dir(prefix: str = "llmbook-") -> Path:
+    """A new empty folder for the checkpoints a page writes, deleted (with everything
+    in it) when the Python process exits, as the book's build shuts each kernel down.
+    ``tempfile.mkdtemp`` would leave each run's files behind."""
+    folder = tempfile.TemporaryDirectory(prefix=prefix)
+    _SCRATCH.append(folder)
+    return Path(folder.name)

@@ -21,7 +21,6 @@ import argparse
 import json
 import shlex
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +32,7 @@ from llmbook import bench  # noqa: E402
 from llmbook.env import provenance as env_provenance  # noqa: E402
 from llmbook.memory import LORA_TARGETS  # noqa: E402
 from llmbook.models import build  # noqa: E402
+from llmbook.notebook import scratch_dir  # noqa: E402
 
 
 def quiet() -> None:
@@ -127,7 +127,7 @@ def run(args, argv: list[str]) -> dict:
 
     t_start = time.perf_counter()
     config = LlamaConfig(**plan["config"])
-    folder = Path(tempfile.mkdtemp(prefix="bench-")) / "model"
+    folder = scratch_dir("bench-") / "model"  # removed when the script exits
     bench.save_checkpoint(config, folder, dtype=torch.bfloat16, device=device)
     result["provenance"]["parameters"] = sum(
         p.numel() for p in build(config, empty=True).parameters()
