@@ -215,17 +215,23 @@ def eval_chunks(tokenizer, n_chunks: int, length: int, split: str = "test"):
     """``n_chunks`` non-overlapping chunks of ``length`` tokens spread evenly over the
     split's text (the first at its start, the last at its end), as a (n_chunks, length)
     tensor of token ids: a sample of the whole split, not of a few adjacent topics."""
-    return text_chunks(tokenizer, eval_text(split), n_chunks, length, name=f"the {split} split")
+    return text_chunks(
+        tokenizer, eval_text(split), n_chunks, length, name=f"the {split} split"
+    )
 
 
-def text_chunks(tokenizer, text: str, n_chunks: int, length: int, name: str = "the text"):
+def text_chunks(
+    tokenizer, text: str, n_chunks: int, length: int, name: str = "the text"
+):
     """``n_chunks`` non-overlapping chunks of ``length`` tokens spread evenly over
     ``text`` (the first at its start, the last at its end): a (n_chunks, length) tensor."""
     import torch
 
     ids = tokenizer(text, return_tensors="pt").input_ids[0]
     if ids.numel() < n_chunks * length:
-        raise ValueError(f"{name} has {ids.numel()} tokens, fewer than {n_chunks} x {length}")
+        raise ValueError(
+            f"{name} has {ids.numel()} tokens, fewer than {n_chunks} x {length}"
+        )
     last = ids.numel() - length
     starts = [round(i * last / max(n_chunks - 1, 1)) for i in range(n_chunks)]
     return torch.stack([ids[s : s + length] for s in starts])
