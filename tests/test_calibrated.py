@@ -61,6 +61,37 @@ def test_gptq_is_greedy_usually_better_than_rounding_never_better_than_the_best(
     assert wins >= 8, cases
 
 
+def naive_gptq(w, H, bits, group, act_order, damp=0.01):
+    """GPTQ as the optimal brain surgeon writes it: one column at a time, the explicit
+    inverse Hessian, the quantized column eliminated from it after each step."""
+    w, cols = w.clone(), w.shape[1]
+    scale, zero = grid_of(w, bits, group)
+    scale, zero = scale.repeat_interleave(group, 1), zero.repeat_interleave(group, 1)
+    order = torch.diag(H).argsort(descending=True) if act_order else torch.arange(cols)
+    Hinv = torch.linalg.inv(
+        H + damp * torch.diag(H).mean() * torch.eye(cols, dtype=H.dtype)
+    )
+    q, left = torch.zeros_like(w), list(order.tolist())
+    for c in order.tolist():
+        left.remove(c)
+        q[:, c] = round_to(w[:, c], scale[:, c], zero[:, c], bits)
+        err = (w[:, c] - q[:, c]) / Hinv[c, c]
+        w[:, left] -= err[:, None] * Hinv[c, left][None, :]
+        Hinv = Hinv - Hinv[:, c : c + 1] @ Hinv[c : c + 1, :] / Hinv[c, c]
+    return q
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_with_lazy_blocks_equals_the_column_by_column_surgeon(act_order):
+    cols = 40
+    X = correlated(11, 200, cols)
+    H = X.T @ X / len(X)
+    w = torch.randn(6, cols, generator=torch.Generator().manual_seed(12)).double()
+    fast = gptq(w, H, bits=3, group=8, block=8, act_order=act_order)
+    assert torch.equal(fast, naive_gptq(w, H, 3, 8, act_order))
+    assert not torch.equal(fast, rtn(w, 3, 8))  # the updates did something
+
+
 def test_gptq_first_update_is_the_least_squares_refit():
     X = correlated(3, 40, 6)
     H = X.T @ X / len(X)

@@ -21,7 +21,8 @@ NOTEBOOKS = chapter_notebooks()
 RUFF = [sys.executable, "-m", "ruff"]
 MAX_CELL_LINES = 25  # longer only with a first line "# long cell: <why>"
 MAX_MEDIAN_LINES = 10  # the book's median code cell must be shorter than this
-LONG_CELL_REASON = "# long cell:"
+LONG_CELL_REASON = "# long cell:"  # first line, or second after a "# @save" mark
+SAVED = re.compile(r"# @save\b")
 HIDING_TAGS = {"remove-cell", "remove-input", "hide-cell"}
 
 
@@ -83,6 +84,9 @@ def long_cells(nb: dict) -> list[tuple[int, int]]:
         if visible
         and len(src.splitlines()) > MAX_CELL_LINES
         and not src.startswith(LONG_CELL_REASON)
+        and not (
+            SAVED.match(src) and src.split("\n", 2)[1].startswith(LONG_CELL_REASON)
+        )
     ]
 
 
@@ -111,6 +115,11 @@ def test_long_cell_check_catches_a_long_cell():
     }
     assert long_cells({"cells": [cell]}) == [(0, MAX_CELL_LINES + 1)]
     cell["source"] = [LONG_CELL_REASON + " a table of ten cases\n"] + cell["source"]
+    assert long_cells({"cells": [cell]}) == []
+    saved = ["# @save: later pages import this cell\n"] + ["x = 1\n"] * MAX_CELL_LINES
+    cell["source"] = saved
+    assert long_cells({"cells": [cell]}) == [(0, MAX_CELL_LINES + 1)]
+    cell["source"] = saved[:1] + [LONG_CELL_REASON + " one format\n"] + saved[1:]
     assert long_cells({"cells": [cell]}) == []
 
 

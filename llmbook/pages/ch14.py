@@ -23,6 +23,7 @@ def group_layers(model, index: int, first: str) -> list[torch.nn.Linear]:
 
 
 # book/14_calibrated_quantization.ipynb, cell cell-009
+# long cell: one pass, four statistics per group of layers
 import torch
 
 
@@ -59,6 +60,7 @@ def calibrate(model, chunks: torch.Tensor, sample: int = 256, seed: int = 0) -> 
 
 
 # book/14_calibrated_quantization.ipynb, cell cell-012
+# long cell: the grid, rounding to it, and rounding every weight
 import torch
 
 from llmbook.pages.ch03 import quantize_zeropoint
@@ -88,7 +90,7 @@ def rtn(w: torch.Tensor, bits: int = 4, group: int = 64) -> torch.Tensor:
 
 
 # book/14_calibrated_quantization.ipynb, cell cell-020
-# long cell: GPTQ in one function, as its reference implementation writes it
+# long cell: GPTQ in one function
 import torch
 
 
@@ -103,9 +105,9 @@ def gptq(w, H, bits=4, group=64, block=32, act_order=False, damp=0.01):
         if act_order
         else torch.arange(cols).expand_as(diag)
     )
-    rows = order.unsqueeze(-2).expand_as(w)
+    perm = order.unsqueeze(-2).expand_as(w)
     # columns first (transposed), so that each column is one contiguous vector
-    w, scale, zero = (t.gather(-1, rows).mT.contiguous() for t in (w, scale, zero))
+    w, scale, zero = (t.gather(-1, perm).mT.contiguous() for t in (w, scale, zero))
     H = H.gather(-1, order.unsqueeze(-2).expand_as(H)).gather(
         -2, order.unsqueeze(-1).expand_as(H)
     )
@@ -125,10 +127,10 @@ def gptq(w, H, bits=4, group=64, block=32, act_order=False, damp=0.01):
             w[..., c:b1, :] -= U[..., c, c:b1, None] * err[..., c - b0, None, :]
         w[..., b1:, :] -= U[..., b0:b1, b1:].mT @ err  # the block's updates, at once
     q = q.mT
-    return torch.empty_like(q).scatter(-1, rows, q)  # back to the original order
+    return torch.empty_like(q).scatter(-1, perm, q)  # back to the original order
 
 
-# book/14_calibrated_quantization.ipynb, cell cell-032
+# book/14_calibrated_quantization.ipynb, cell cell-033
 import torch
 
 
@@ -147,7 +149,7 @@ def awq_scales(w, stats, bits=4, group=64, grid=10):
     return best[1], best[2]
 
 
-# book/14_calibrated_quantization.ipynb, cell cell-054
+# book/14_calibrated_quantization.ipynb, cell cell-055
 import math
 
 import torch
@@ -172,7 +174,7 @@ def hadamard(n: int) -> torch.Tensor:
     return H / math.sqrt(n)
 
 
-# book/14_calibrated_quantization.ipynb, cell cell-055
+# book/14_calibrated_quantization.ipynb, cell cell-056
 # long cell: every weight that touches the residual stream, rotated
 from copy import deepcopy
 
@@ -209,7 +211,8 @@ def rotate(model, Q: torch.Tensor):
     return model
 
 
-# book/14_calibrated_quantization.ipynb, cell cell-068
+# book/14_calibrated_quantization.ipynb, cell cell-070
+# long cell: the block search, vectorized over all blocks
 import numpy as np
 
 QK_K = 256  # weights per k-quant super-block
@@ -218,7 +221,8 @@ QK_K = 256  # weights per k-quant super-block
 def fit_scale_offset(x, weight, nmax=15, steps=20):
     """For blocks x (n, 32): codes in [0, nmax], scale and offset m >= 0 with
     x ~ scale * q - m, minimizing the weighted squared error over candidate scales
-    (the search of llama.cpp's make_qkx2_quants, over all blocks at once)."""
+    (the candidates of llama.cpp's make_qkx2_quants, each refitted by weighted least
+    squares; all blocks at once)."""
     lo, hi = np.minimum(x.min(1), 0), x.max(1)
     span = np.where(hi > lo, hi - lo, 1)
     f64 = {"axis": 1, "dtype": np.float64}  # sums in float64: the error is a difference
@@ -260,7 +264,7 @@ def fit_scale_offset(x, weight, nmax=15, steps=20):
     return np.maximum(best[1], 0), -best[2]
 
 
-# book/14_calibrated_quantization.ipynb, cell cell-069
+# book/14_calibrated_quantization.ipynb, cell cell-071
 # long cell: one block format, packed as the gguf decoder reads it
 
 
@@ -270,8 +274,9 @@ def quantize_q4_k(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarra
     square activation per input column), by that times its magnitude (llama.cpp)."""
     xb = x.reshape(-1, QK_K).astype(np.float32)
     n, sigma2 = len(xb), 2 * (xb**2).mean(1, keepdims=True)
-    if imatrix is None:
-        weight = np.sqrt(sigma2) + np.abs(xb)
+    if imatrix is None:  # quantize_row_q4_K_ref: each block's RMS plus |x|
+        x32 = xb.reshape(-1, 32)
+        weight = np.sqrt((x32**2).mean(1, keepdims=True)) + np.abs(x32)
     else:
         weight = np.tile(imatrix, x.size // imatrix.size).reshape(n, QK_K) * np.sqrt(
             sigma2 + xb**2
@@ -328,7 +333,7 @@ def dequantize_q4_k(blocks: np.ndarray) -> np.ndarray:
     return ((d * sc)[..., None] * q - (dmin * mn)[..., None]).reshape(n, QK_K)
 
 
-# book/14_calibrated_quantization.ipynb, cell cell-070
+# book/14_calibrated_quantization.ipynb, cell cell-072
 # long cell: the second block format, packed as the gguf decoder reads it
 import numpy as np
 
