@@ -27,10 +27,11 @@ def group_layers(model, index: int, first: str) -> list[torch.nn.Linear]:
 import torch
 
 
-def calibrate(model, chunks: torch.Tensor, sample: int = 256, seed: int = 0) -> dict:
+def calibrate(model, chunks: torch.Tensor, sample: int = 256) -> dict:
     """{(layer, group): statistics of its input} from one pass over ``chunks``:
-    H = X^T X / n, mean |x| and mean x^2 per channel, and ``sample`` rows of X."""
-    stats, hooks = {}, []
+    H = X^T X / n, mean |x| and mean x^2 per channel, and about ``sample`` rows of X
+    (every k-th token)."""
+    stats, hooks, every = {}, [], max(1, chunks.numel() // sample)
 
     def record(key, module, args, output):
         x = args[0].reshape(-1, args[0].shape[-1]).float()
@@ -38,7 +39,7 @@ def calibrate(model, chunks: torch.Tensor, sample: int = 256, seed: int = 0) -> 
         s["H"] = s["H"] + x.T @ x
         s["abs"], s["sq"] = s["abs"] + x.abs().sum(0), s["sq"] + (x * x).sum(0)
         s["n"] += len(x)
-        s["X"].append(x)
+        s["X"].append(x[::every])
 
     for i in range(model.config.num_hidden_layers):
         for first in GROUPS:
@@ -51,11 +52,9 @@ def calibrate(model, chunks: torch.Tensor, sample: int = 256, seed: int = 0) -> 
             model(batch)
     for h in hooks:
         h.remove()
-    g = torch.Generator().manual_seed(seed)
     for s in stats.values():
-        n, X = s.pop("n"), torch.cat(s["X"])
-        s.update(H=s["H"] / n, abs=s["abs"] / n, sq=s["sq"] / n)
-        s["X"] = X[torch.randperm(len(X), generator=g)[:sample]]
+        n = s.pop("n")
+        s.update(H=s["H"] / n, abs=s["abs"] / n, sq=s["sq"] / n, X=torch.cat(s["X"]))
     return stats
 
 
