@@ -148,7 +148,7 @@ def awq_scales(w, stats, bits=4, group=64, grid=10):
     return best[1], best[2]
 
 
-# book/14_calibrated_quantization.ipynb, cell cell-056
+# book/14_calibrated_quantization.ipynb, cell cell-057
 import math
 
 import torch
@@ -173,7 +173,7 @@ def hadamard(n: int) -> torch.Tensor:
     return H / math.sqrt(n)
 
 
-# book/14_calibrated_quantization.ipynb, cell cell-057
+# book/14_calibrated_quantization.ipynb, cell cell-058
 # long cell: every weight that touches the residual stream, rotated
 from copy import deepcopy
 
@@ -210,7 +210,7 @@ def rotate(model, Q: torch.Tensor):
     return model
 
 
-# book/14_calibrated_quantization.ipynb, cell cell-071
+# book/14_calibrated_quantization.ipynb, cell cell-072
 # long cell: the block search, vectorized over all blocks
 import numpy as np
 
@@ -263,7 +263,7 @@ def fit_scale_offset(x, weight, nmax=15, steps=20):
     return np.maximum(best[1], 0), -best[2]
 
 
-# book/14_calibrated_quantization.ipynb, cell cell-072
+# book/14_calibrated_quantization.ipynb, cell cell-073
 # long cell: one block format, packed as the gguf decoder reads it
 
 
@@ -332,7 +332,7 @@ def dequantize_q4_k(blocks: np.ndarray) -> np.ndarray:
     return ((d * sc)[..., None] * q - (dmin * mn)[..., None]).reshape(n, QK_K)
 
 
-# book/14_calibrated_quantization.ipynb, cell cell-073
+# book/14_calibrated_quantization.ipynb, cell cell-074
 # long cell: the second block format, packed as the gguf decoder reads it
 import numpy as np
 
