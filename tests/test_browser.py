@@ -371,6 +371,53 @@ def test_float_explorer_by_typing_and_clicking(site, browser, shots, viewport):
         )
 
 
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_float_explorer_bits_by_keyboard_and_touch(site, browser, viewport):
+    """One tab stop per format's bits, the arrow keys move between bits and formats;
+    every bit is a target of at least 24 x 24 px (WCAG 2.2); no table of the explorer
+    scrolls sideways, on a phone either."""
+    with Visit(browser, f"{site}/book/float_explorer.html", viewport=viewport) as v:
+        page = v.page
+        page.locator("[data-llmb-widget='float-explorer'] input.llmb-input").first.fill(
+            "1"
+        )
+        rows = page.locator("tr.llmb-bitrow")
+        stops = page.locator("button.llmb-bit[tabindex='0']")
+        assert rows.count() >= 7 and stops.count() == rows.count()
+        assert page.locator("button.llmb-bit").count() > 80
+        sign = page.locator("tr.llmb-bitrow[data-format='fp32'] button.llmb-bit").first
+        assert sign.get_attribute("tabindex") == "0"
+        sign.focus()
+        page.keyboard.press("ArrowRight")  # the exponent's top bit
+        focused = "document.activeElement.dataset.format + ':' + document.activeElement.dataset.bit"
+        assert page.evaluate(focused) == "fp32:30"
+        page.keyboard.press("End")
+        assert page.evaluate(focused) == "fp32:0"
+        page.keyboard.press(
+            "ArrowDown"
+        )  # fp16's last bit, the same place from the right
+        assert page.evaluate(focused) == "fp16:0"
+        page.keyboard.press("Enter")  # flips it: 1 + 2**-10
+        assert row_value(page, "fp16") == "1.0009766"
+        assert page.evaluate(focused) == "fp16:0"  # focus stays on the bit it flipped
+        assert page.locator("tr[data-format='fp16'] button[tabindex='0']").count() == 1
+        page.keyboard.press("Tab")  # leaves fp16's bits for the next format's
+        assert page.evaluate(focused).startswith("bf16:")
+        small = page.evaluate(
+            """() => [...document.querySelectorAll('button.llmb-bit')]
+                .map(b => b.getBoundingClientRect())
+                .filter(r => r.width < 24 || r.height < 24).length"""
+        )
+        assert small == 0, f"{small} bits smaller than 24 x 24 px"
+        wide = page.evaluate(
+            """() => [...document.querySelectorAll('[data-llmb-widget] table')]
+                .filter(t => t.scrollWidth > t.clientWidth + 1)
+                .map(t => t.className + ' ' + t.scrollWidth + '>' + t.clientWidth)"""
+        )
+        assert wide == [], f"tables scroll sideways: {wide}"
+        assert v.errors == []
+
+
 def test_float_explorer_link_reproduces_it(site, browser):
     """The explorer's state lives in the URL: a flipped bit, a block and its format come
     back when the link is opened; a bad or old link says so in one line."""
@@ -440,7 +487,7 @@ def test_float_explorer_is_in_the_floating_point_chapter(site, browser):
     with Visit(browser, f"{site}/book/01_floating_point.html") as v:
         assert (
             v.page.locator(
-                "[data-llmb-widget='float-explorer'] tr[data-format='e5m2']"
+                "[data-llmb-widget='float-explorer'] tr.llmb-bitrow[data-format='e5m2']"
             ).count()
             == 1
         )
@@ -572,11 +619,14 @@ def test_memory_calculator_by_choosing_and_typing(site, browser, shots, viewport
         )
 
 
-def test_memory_calculator_mixture_of_experts_and_hybrid_presets(site, browser):
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_memory_calculator_mixture_of_experts_and_hybrid_presets(
+    site, browser, viewport
+):
     """A hybrid preset (fixed-size states beside attention) and a mixture of experts:
-    inference equals Python's to the byte; the shape fields show the model, locked;
-    training is refused in one line."""
-    with Visit(browser, f"{site}/book/memory_calculator.html") as v:
+    inference equals Python's to the byte; the shape's locked fields fold into one line
+    (on a phone they took a screen); training is refused in one line."""
+    with Visit(browser, f"{site}/book/memory_calculator.html", viewport=viewport) as v:
         calc = v.page.locator("[data-llmb-widget='memory-calculator']")
         for name in ("Qwen3-Next-80B-A3B", "gpt-oss-20b"):
             want = next(
@@ -603,15 +653,23 @@ def test_memory_calculator_mixture_of_experts_and_hybrid_presets(site, browser):
                 want["parts"].values()
             )
             assert "active per token" in total.inner_text()
-            assert calc.locator("input[data-field='hidden_size']").is_disabled()
-            assert calc.locator("input[data-field='hidden_size']").input_value() == str(
-                want["config"]["hidden_size"]
+            hidden = calc.locator("input[data-field='hidden_size']")
+            assert hidden.is_disabled() and not hidden.is_visible()
+            assert hidden.input_value() == str(want["config"]["hidden_size"])
+            said = calc.locator("p.llmb-shape-said")
+            assert said.is_visible() and "\n" not in said.inner_text()
+            assert f"hidden size {want['config']['hidden_size']}," in said.inner_text()
+            form = calc.locator(".llmb-calc-model").bounding_box()
+            assert form["height"] < viewport["height"] / 5, (
+                f"the shape: {form['height']} px"
             )
         calc.locator("select[data-field='recipe']").select_option("lora")
         error = calc.locator(".llmb-error").inner_text()
         assert "choose inference" in error and "\n" not in error
         calc.locator("select[id$='-preset']").select_option("Llama-3-8B")
-        assert not calc.locator("input[data-field='hidden_size']").is_disabled()
+        hidden = calc.locator("input[data-field='hidden_size']")
+        assert not hidden.is_disabled() and hidden.is_visible()
+        assert not calc.locator("p.llmb-shape-said").is_visible()
 
 
 def test_memory_calculator_takes_a_pasted_config(site, browser):

@@ -15,13 +15,15 @@
       "aria-label": "drag: value on a logarithmic scale (2 to the power shown)", class: "llmb-slider" });
     const scale = el("input", { type: "text", id: id + "-s", value: host.dataset.scale || "1", inputmode: "decimal",
       class: "llmb-input llmb-small" });
-    const table = el("table", { class: "llmb-table" });
+    host.classList.add("llmb-fx"); // a size container: narrow, each format's row becomes a card
+    const table = el("table", { class: "llmb-table llmb-formats", role: "table" });
     const qtable = el("table", { class: "llmb-table" });
     host.appendChild(el("div", { class: "llmb-controls" }, [
       el("label", { for: id + "-v", text: "Value " }), input, slider,
       el("label", { for: id + "-s", text: " Scale (absmax) for int8 and nf4 " }), scale]));
     host.appendChild(el("p", { id: id + "-help", class: "llmb-help",
-      text: "Type a number (1e-5, -65504, inf, nan), or drag. Click a bit, or focus it and press Enter or Space, to flip it." }));
+      text: "Type a number (1e-5, -65504, inf, nan), or drag. Click a bit to flip it, or Tab to a format's bits, " +
+        "move with the arrow keys and press Enter or Space." }));
     host.appendChild(table);
     host.appendChild(qtable);
     const block = el("textarea", { id: id + "-mx", rows: "3", class: "llmb-input llmb-block",
@@ -51,51 +53,93 @@
       return t === "" ? NaN : Number(t);
     }
 
+    // one tab stop per format's bits; the arrow keys move between bits (and formats),
+    // Enter or Space flips the focused one (a button's own keys)
+    const cursor = {}; // format -> the bit that holds its tab stop
+    const COLUMNS = ["stored value", "kind", "rounding error", "next below", "next above"];
+
+    function moveFocus(e) {
+      const b = e.target.closest("button.llmb-bit");
+      if (!b) return;
+      const rows = [...table.querySelectorAll("tr.llmb-bitrow")];
+      const row = b.closest("tr");
+      const bits = [...row.querySelectorAll("button.llmb-bit")];
+      const i = bits.indexOf(b);
+      let next = null;
+      if (e.key === "ArrowLeft") next = bits[Math.max(0, i - 1)];
+      else if (e.key === "ArrowRight") next = bits[Math.min(bits.length - 1, i + 1)];
+      else if (e.key === "Home") next = bits[0];
+      else if (e.key === "End") next = bits[bits.length - 1];
+      else if (e.key === "ArrowUp" || e.key === "ArrowDown") { // the same place from the right
+        const other = rows[rows.indexOf(row) + (e.key === "ArrowUp" ? -1 : 1)];
+        if (!other) return;
+        const those = [...other.querySelectorAll("button.llmb-bit")];
+        next = those[Math.max(0, those.length - (bits.length - i))];
+      } else return;
+      e.preventDefault();
+      for (const x of next.closest("tr").querySelectorAll("button.llmb-bit")) x.tabIndex = x === next ? 0 : -1;
+      cursor[next.dataset.format] = next.dataset.bit;
+      next.focus();
+    }
+    table.addEventListener("keydown", moveFocus);
+
     function render() {
       const x = parse(input.value);
       table.innerHTML = "";
-      table.appendChild(el("caption", { text: "The value in each format" }));
-      table.appendChild(el("tr", {}, ["format", "stored value", "bits (sign, exponent, mantissa)", "kind",
-        "rounding error", "next below", "next above"].map((t) => el("th", { scope: "col", text: t }))));
+      table.appendChild(el("caption", { text: "The value in each format, and its bits (sign, exponent, mantissa) " +
+        "under it" }));
+      table.appendChild(el("tr", { class: "llmb-head" }, ["format"].concat(COLUMNS).map(
+        (t) => el("th", { scope: "col", text: t }))));
       for (const [key, f] of Object.entries(FORMATS)) {
         const bits = encode(x, f);
         const v = decode(bits, f);
         const parts = fields(bits, f);
+        const name = el("th", { scope: "row", text: f.name });
         if (bits === null) {
           const why = f.unsigned ? "a scale is positive: no code for this value" : "this format has no NaN";
-          table.appendChild(el("tr", { "data-format": key }, [
-            el("th", { scope: "row", text: f.name }), el("td", { class: "llmb-value", text: "-" }), el("td", {}),
-            el("td", { class: "llmb-kind", text: "not representable" }), el("td", { text: why }),
-            el("td", { text: "-" }), el("td", { text: "-" })]));
+          table.appendChild(el("tr", { "data-format": key }, [name].concat(
+            [["-", "llmb-value"], ["not representable", "llmb-kind"], [why, ""], ["-", ""], ["-", ""]].map(
+              ([t, c], j) => el("td", { class: c, "data-label": COLUMNS[j], text: t })))));
           continue;
         }
-        const bitCell = el("td", { class: "llmb-bits" });
+        name.setAttribute("rowspan", "2");
+        const bitCell = el("td", { class: "llmb-bits", colspan: String(COLUMNS.length) });
+        const group = el("div", { role: "group", class: "llmb-bitgroup",
+          "aria-label": f.name + " bits: arrow keys move, Enter or Space flips one" });
+        bitCell.appendChild(group);
+        const mark = cursor[key] !== undefined && Number(cursor[key]) < f.width ? Number(cursor[key]) : f.width - 1;
         let index = f.width - 1;
         for (const [part, str] of [["sign", parts.sign], ["exponent", parts.exponent], ["mantissa", parts.mantissa]]) {
           for (const ch of str) {
             const position = index;
             const b = el("button", { type: "button", class: "llmb-bit llmb-" + part, "data-format": key,
               "data-bit": String(position), "aria-label": f.name + " " + part + " bit " + position + ", now " + ch,
-              text: ch });
+              tabindex: position === mark ? "0" : "-1", text: ch });
             b.addEventListener("click", () => {
               const flipped = Math.floor(bits / pow2(position)) % 2 ? bits - pow2(position) : bits + pow2(position);
+              cursor[key] = String(position);
               setValue(decode(flipped, f));
               const again = host.querySelector(`button[data-format="${key}"][data-bit="${position}"]`);
               if (again) again.focus();
             });
-            bitCell.appendChild(b);
+            group.appendChild(b);
             index -= 1;
           }
-          bitCell.appendChild(document.createTextNode(" "));
+          if (group.lastChild) group.lastChild.classList.add("llmb-bit-last");
         }
         const err = Number.isFinite(x) && Number.isFinite(v) ? v - x : null;
         const rel = err !== null && x !== 0 ? " (" + (100 * Math.abs(err / x)).toPrecision(3) + "%)" : "";
         const nb = neighbours(bits, f);
-        table.appendChild(el("tr", { "data-format": key }, [
-          el("th", { scope: "row", text: f.name }), el("td", { class: "llmb-value", text: fmt(v) }), bitCell,
-          el("td", { class: "llmb-kind", text: classify(bits, f) }),
-          el("td", { text: err === null ? "-" : fmt(err) + rel }),
-          el("td", { text: fmt(nb.below) }), el("td", { text: fmt(nb.above) })]));
+        table.appendChild(el("tr", { "data-format": key }, [name].concat(
+          [[fmt(v), "llmb-value"], [classify(bits, f), "llmb-kind"], [err === null ? "-" : fmt(err) + rel, ""],
+            [fmt(nb.below), ""], [fmt(nb.above), ""]].map(
+            ([t, c], j) => el("td", { class: c, "data-label": COLUMNS[j], text: t })))));
+        table.appendChild(el("tr", { "data-format": key, class: "llmb-bitrow" }, [bitCell]));
+      }
+      // roles said outright: a narrow page shows the rows as cards (display: block)
+      for (const r of table.querySelectorAll("tr")) r.setAttribute("role", "row");
+      for (const c of table.querySelectorAll("th, td")) {
+        c.setAttribute("role", c.tagName === "TD" ? "cell" : c.scope === "row" ? "rowheader" : "columnheader");
       }
       const s = parse(scale.value);
       qtable.innerHTML = "";

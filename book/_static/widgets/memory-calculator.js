@@ -90,6 +90,8 @@
     const tie = el("input", { type: "checkbox", id: id + "-tie", "data-field": "tie_word_embeddings" });
     modelBox.appendChild(el("label", { for: id + "-tie", text: "tied embeddings" }));
     modelBox.appendChild(tie);
+    const shapeSaid = el("p", { class: "llmb-shape-said llmb-help" }); // a fixed shape, in one line
+    modelBox.appendChild(shapeSaid);
     function select(key, label, options) {
       const s = el("select", { id: id + "-" + key, "data-field": key });
       for (const [v, t] of options) s.appendChild(el("option", { value: v, text: t }));
@@ -217,10 +219,16 @@
       const model = modelPresets[preset.value]; // its shape is fixed: the fields show it
       for (const [key] of fieldsSpec) inputs[key].disabled = !!model;
       tie.disabled = !!model;
+      modelBox.classList.toggle("llmb-locked", !!model); // its fields fold into one line
       const p = model || presets[preset.value];
       if (!p) return;
       for (const [key] of fieldsSpec) inputs[key].value = p[key] == null ? "" : String(p[key]);
       tie.checked = !!p.tie_word_embeddings;
+      const experts = model && (p.num_local_experts || p.num_experts);
+      shapeSaid.textContent = model ? "Its shape, as published: " + fieldsSpec.filter(([key]) => p[key] != null)
+        .map(([key, label]) => label + " " + p[key]).join(", ") + (experts ? ", " + experts + " experts (" + p.num_experts_per_tok +
+          " per token)" : "") + (p.tie_word_embeddings ? ", tied embeddings" : "") +
+        " (fixed for this preset; choose a Llama-shaped one or custom to edit)." : "";
     }
 
     function config() {
