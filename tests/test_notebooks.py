@@ -163,10 +163,71 @@ def test_answers_come_first_each_with_its_evidence(path):
         assert links and set(links) <= anchors, (
             f"an answer without its evidence: {answer}"
         )
-    intro = (ROOT / "book" / "intro.md").read_text()
-    assert f"<answers-{path.name[:2]}>" in intro, (
-        "the question map links to the answers"
+    # each answer has its own label, and the intro's map sends a question straight to it
+    labels = answer_labels(box, path.name[:2])
+    assert len(labels) == len(answers), "every answer starts with (answer-NN-slug)="
+    rows = question_map((ROOT / "book" / "intro.md").read_text()).get(path.stem, [])
+    assert rows, "the question map lists this chapter's questions"
+    assert map_problems(rows, labels) == []
+
+
+ANSWER_LABEL = re.compile(r"^- \((answer-(\d\d)-[a-z0-9-]+)\)=$", re.M)
+MAP_ROW = re.compile(
+    r"^\| (.+?) \| \{doc\}`(\d\d_\w+)` \(\{ref\}`the answer <([\w-]+)>`\) \|$", re.M
+)
+
+
+def answer_labels(box: str, chapter: str) -> list[str]:
+    """The labels of an Answers box's bullets, which must name their own chapter."""
+    found = ANSWER_LABEL.findall(box)
+    return [label for label, nn in found if nn == chapter]
+
+
+def question_map(intro: str) -> dict[str, list[tuple[str, str]]]:
+    """The intro's question map: chapter -> [(question, the answer's label)]."""
+    table = intro.split("## Question map", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, list[tuple[str, str]]] = {}
+    for question, chapter, label in MAP_ROW.findall(table):
+        rows.setdefault(chapter, []).append((question, label))
+    chapters = re.compile(
+        r"\{doc\}`\d\d_"
+    )  # the widgets' and reports' rows go to a page
+    body = [r for r in table.splitlines() if r.startswith("| ") and chapters.search(r)]
+    assert len(body) == sum(map(len, rows.values())), "a map row without its answer"
+    return rows
+
+
+def map_problems(rows: list[tuple[str, str]], labels: list[str]) -> list[str]:
+    """Map rows whose answer is not in the box, and answers no map row asks for."""
+    asked = {label for _, label in rows}
+    return [
+        f"{q!r} -> {label}: no such answer" for q, label in rows if label not in labels
+    ] + [
+        f"{label}: no question of the map leads to it"
+        for label in labels
+        if label not in asked
+    ]
+
+
+def test_question_map_check_catches_a_wrong_link():
+    box = "(answers-04)=\n:::{admonition} Answers\n\n- (answer-04-nf4)=\n  NF4 is ...\n:::"
+    intro = (
+        "## Question map\n\n| You are asking... | Answered in |\n|---|---|\n"
+        "| What is NF4? | {doc}`04_llm_int8_nf4` ({ref}`the answer <answer-04-nf4>`) |\n"
     )
+    labels = answer_labels(box, "04")
+    assert labels == ["answer-04-nf4"]
+    rows = question_map(intro)["04_llm_int8_nf4"]
+    assert map_problems(rows, labels) == []
+    assert map_problems(rows, []) == ["'What is NF4?' -> answer-04-nf4: no such answer"]
+    assert map_problems([], labels) == [
+        "answer-04-nf4: no question of the map leads to it"
+    ]
+    assert answer_labels(box, "05") == []  # a label names its own chapter
+    with pytest.raises(AssertionError, match="without its answer"):
+        question_map(
+            intro.replace("the answer <answer-04-nf4>", "the answers <answers-04>")
+        )
 
 
 # --- Colab --------------------------------------------------------------------------
